@@ -1,0 +1,111 @@
+"""Sharded calls equal the unsharded call on the whole batch (8 fake CPU devices).
+
+Three ways to run data-parallel: ``jax.jit`` over a batch sharded on a mesh (XLA inserts the
+reductions), and ``shard_map`` / ``jax.pmap`` with the factory's ``axis_name`` (the code psums).
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from tests.quantizers.cases import CASES, batch, make
+
+DEVICES = 8
+KEY = jax.random.PRNGKey(3)
+SHAPE = (2 * DEVICES, 6, 8)
+
+
+def _mesh():
+  return jax.make_mesh((DEVICES,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def _reference(case, steps=2):
+  """Two unsharded training steps, then an eval step; returns everything that must match."""
+  q = make(case)
+  x, mask = batch(SHAPE)
+  params, state = q.init(jax.random.PRNGKey(0), x)
+  step = jax.jit(functools.partial(q.apply, train=True))
+  outs = []
+  for i in range(steps):
+    out, state = step(params, state, x, rng=jax.random.fold_in(KEY, i), mask=mask)
+    outs.append(out)
+  return params, state, x, mask, outs
+
+
+def _close(a, b, atol=2e-5, rtol=2e-4):
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(np.asarray(u, np.float64), np.asarray(v, np.float64),
+                               atol=atol, rtol=rtol)
+
+
+def _summary(out):
+  return out.losses, out.metrics, out.codes, out.quantized
+
+
+@pytest.fixture(scope="module")
+def mesh():
+  assert jax.device_count() == DEVICES, "tests/conftest.py forces 8 CPU devices"
+  return _mesh()
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_jit_over_sharded_batch(case, mesh):
+  params, state_ref, x, mask, outs = _reference(case)
+  q = make(case)
+  _, state = q.init(jax.random.PRNGKey(0), x)
+  data = NamedSharding(mesh, P("data"))
+  x_s, mask_s = jax.device_put(x, data), jax.device_put(mask, data)
+  step = jax.jit(functools.partial(q.apply, train=True))
+  for i, ref in enumerate(outs):
+    out, state = step(params, state, x_s, rng=jax.random.fold_in(KEY, i), mask=mask_s)
+    _close(_summary(out), _summary(ref))
+  _close(state, state_ref)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_shard_map_with_axis_name(case, mesh):
+  params, state_ref, x, mask, outs = _reference(case)
+  q = make(case, axis_name="data")
+  _, state = q.init(jax.random.PRNGKey(0), x)
+
+  def local(params, state, x, mask, rng):
+    out, state = q.apply(params, state, x, rng=rng, mask=mask, train=True)
+    return _summary(out), state
+
+  sharded = jax.jit(jax.shard_map(
+      local, mesh=mesh, in_specs=(P(), P(), P("data"), P("data"), P()),
+      out_specs=((P(), P(), P("data"), P("data")), P()), check_vma=False))
+  for i, ref in enumerate(outs):
+    summary, state = sharded(params, state, x, mask, jax.random.fold_in(KEY, i))
+    _close(summary, _summary(ref))
+  _close(state, state_ref)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_pmap_with_axis_name_keeps_replicas_identical(case):
+  params, state_ref, x, mask, outs = _reference(case)
+  q = make(case, axis_name="data")
+  _, state = q.init(jax.random.PRNGKey(0), x)
+  split = lambda a: a.reshape((DEVICES, -1) + a.shape[1:])
+  replicate = lambda tree: jax.tree.map(lambda a: jnp.broadcast_to(a, (DEVICES,) + a.shape),
+                                        tree)
+
+  @functools.partial(jax.pmap, axis_name="data", in_axes=(0, 0, 0, 0, None))
+  def step(params, state, x, mask, rng):
+    out, state = q.apply(params, state, x, rng=rng, mask=mask, train=True)
+    return (out.losses, out.metrics), state
+
+  params_r, state_r = replicate(params), replicate(state)
+  for i, ref in enumerate(outs):
+    (losses, metrics), state_r = step(params_r, state_r, split(x), split(mask),
+                                      jax.random.fold_in(KEY, i))
+    for leaf in jax.tree.leaves((losses, metrics, state_r)):
+      leaf = np.asarray(leaf)
+      np.testing.assert_array_equal(leaf, np.broadcast_to(leaf[:1], leaf.shape))
+    _close(jax.tree.map(lambda a: a[0], (losses, metrics)), (ref.losses, ref.metrics))
+  _close(jax.tree.map(lambda a: a[0], state_r), state_ref)

@@ -1,0 +1,125 @@
+"""Codebook kernels shared by the families: distances, nearest entry, k-means, dead codes.
+
+Everything here works on float32 and on the rows of the global batch; families gather rows
+across shards (``base.gather_rows``) before calling the functions that need the whole batch.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from vqlearn.quantizers.base import F32, row_noise
+from vqlearn.types import Array, PRNGKey
+
+
+def l2_normalize(x: Array, eps: float = 1e-12) -> Array:
+  """Unit-norm rows, for cosine-similarity codebooks (VQGraph, big_vision)."""
+  return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(jnp.square(x), axis=-1, keepdims=True), eps))
+
+
+def squared_distances(x: Array, codebook: Array) -> Array:
+  """||x - e||^2 = ||x||^2 - 2 x.e + ||e||^2 for x (N, G, d) and codebook (G, K, d) -> (N, G, K)."""
+  x = x.astype(F32)
+  codebook = codebook.astype(F32)
+  cross = jnp.einsum("ngd,gkd->ngk", x, codebook, precision=jax.lax.Precision.HIGHEST)
+  x_sq = jnp.sum(jnp.square(x), axis=-1)[..., None]
+  e_sq = jnp.sum(jnp.square(codebook), axis=-1)[None]
+  return x_sq - 2.0 * cross + e_sq
+
+
+def nearest(x: Array, codebook: Array) -> tuple[Array, Array]:
+  """Index (N, G) of the nearest entry per group and its squared distance (N, G)."""
+  dist = squared_distances(x, codebook)
+  idx = jnp.argmin(dist, axis=-1)
+  return idx.astype(jnp.int32), jnp.take_along_axis(dist, idx[..., None], axis=-1)[..., 0]
+
+
+def gather_codewords(codebook: Array, codes: Array) -> Array:
+  """codebook (G, K, d), codes (N, G) -> (N, G, d); negative codes (padding) give zeros."""
+  groups = jnp.arange(codebook.shape[0])[None, :]
+  vectors = codebook[groups, jnp.clip(codes, 0, codebook.shape[1] - 1)]
+  return jnp.where((codes >= 0)[..., None], vectors, 0.0)
+
+
+def cluster_sums(x: Array, codes: Array, weights: Array, num_codes: int) -> tuple[Array, Array]:
+  """Per-entry sums of x (N, d) and of weights (N,) for codes (N,) in [0, num_codes)."""
+  sums = jax.ops.segment_sum(x.astype(F32) * weights[:, None], codes, num_segments=num_codes)
+  counts = jax.ops.segment_sum(weights.astype(F32), codes, num_segments=num_codes)
+  return sums, counts
+
+
+def sample_rows(rng: PRNGKey, mask: Array, num: int) -> Array:
+  """``num`` indices of real rows: distinct while there are enough real rows, else repeated.
+
+  Gumbel top-k over the real rows, with each row's noise keyed by its index so that appending
+  padding never changes the draw.
+  """
+  row_key, fallback_key = jax.random.split(rng)
+  logits = jnp.where(mask > 0, 0.0, -jnp.inf)
+  fallback = jax.random.categorical(fallback_key, logits, shape=(num,)).astype(jnp.int32)
+  n = mask.shape[0]
+  if n < num:
+    return fallback
+  noise = row_noise(row_key, jnp.arange(n), lambda k: jax.random.gumbel(k, (), F32))
+  _, picks = jax.lax.top_k(jnp.where(mask > 0, noise, -jnp.inf), num)
+  return jnp.where(mask[picks] > 0, picks, fallback).astype(jnp.int32)
+
+
+def kmeans(rng: PRNGKey, x: Array, mask: Array, num_codes: int,
+           iterations: int) -> tuple[Array, Array]:
+  """Lloyd's k-means on the real rows of x (N, d); returns centroids (K, d) and counts (K,).
+
+  Seeds are random real rows; empty clusters keep their previous centroid
+  (vector-quantize-pytorch ``kmeans_init``, REFERENCE.md §1).
+  """
+  x = x.astype(F32)
+  centroids = x[sample_rows(rng, mask, num_codes)]
+
+  def assign(c):
+    idx, _ = nearest(x[:, None], c[None])
+    return cluster_sums(x, idx[:, 0], mask, num_codes)
+
+  def lloyd_step(_, c):
+    sums, counts = assign(c)
+    return jnp.where(counts[:, None] > 0, sums / jnp.maximum(counts, 1.0)[:, None], c)
+
+  centroids = jax.lax.fori_loop(0, iterations, lloyd_step, centroids)
+  _, counts = assign(centroids)
+  return centroids, counts
+
+
+def replace_with_rows(rng: PRNGKey, codebook: Array, replace: Array, x: Array,
+                      mask: Array) -> Array:
+  """Entries flagged in ``replace`` (K,) become random real rows of x (vector-quantize-pytorch)."""
+  fresh = x.astype(F32)[sample_rows(rng, mask, codebook.shape[0])]
+  return jnp.where(replace[:, None], fresh, codebook)
+
+
+def split_most_used(rng: PRNGKey, sums: Array, counts: Array, min_count: float,
+                    max_splits: int) -> tuple[Array, Array]:
+  """Splits the most-used entry into the least-used one while any count < ``min_count``.
+
+  big_vision's UViM dictionary learning: sums/counts are global, the loop is a
+  ``lax.while_loop`` and rng is the same on every device, so all replicas stay identical by
+  construction. The copy is nudged by 1% of the codeword's RMS so the two halves separate.
+  """
+  def needs_split(carry):
+    i, _, s, c = carry
+    return (i < max_splits) & (jnp.min(c) < min_count) & (jnp.max(c) >= 2.0 * min_count)
+
+  def split(carry):
+    i, key, s, c = carry
+    key, sub = jax.random.split(key)
+    top, low = jnp.argmax(c), jnp.argmin(c)
+    half = c[top] / 2.0
+    centre = s[top] / c[top]
+    rms = jnp.sqrt(jnp.mean(jnp.square(centre)) + 1e-12)
+    nudged = centre + 0.01 * rms * jax.random.normal(sub, centre.shape, F32)
+    c = c.at[top].set(half).at[low].set(half)
+    s = s.at[top].set(centre * half).at[low].set(nudged * half)
+    return i + 1, key, s, c
+
+  _, _, sums, counts = jax.lax.while_loop(
+      needs_split, split, (jnp.zeros((), jnp.int32), rng, sums, counts))
+  return sums, counts

@@ -143,8 +143,9 @@ def test_padding_changes_nothing_when_masked(case):
   q, params, state, x, mask = _setup(case)
   step = _train_step(q)
   out, new_state = step(params, state, x, rng=KEY, mask=mask)
-  # Two extra examples of garbage, fully masked, appended to the batch.
+  # Two extra examples of garbage (large values, inf, nan), fully masked, appended.
   garbage = 100.0 * jax.random.normal(jax.random.PRNGKey(9), (2,) + x.shape[1:])
+  garbage = garbage.at[0, 0].set(jnp.inf).at[1, -1].set(jnp.nan)
   x_pad = jnp.concatenate([x, garbage])
   mask_pad = jnp.concatenate([mask, jnp.zeros((2,) + mask.shape[1:])])
   out_pad, state_pad = step(params, state, x_pad, rng=KEY, mask=mask_pad)

@@ -100,17 +100,23 @@ def feature_dim(x_spec: Any) -> int:
   return int(shape[-1])
 
 
-def check_input(x: Array, d: int, mask: Array | None) -> Array:
-  """Validates x against the initialised dimension d and returns a float32 (N,) mask."""
+def check_input(x: Array, d: int, mask: Array | None) -> tuple[Array, Array]:
+  """Validates x against the initialised dimension d; returns float32 rows (N, d) and mask (N,).
+
+  Padding rows are zeroed here, once, so that whatever they hold (even inf or nan) cannot
+  reach a sum: 0 * nan would still be nan.
+  """
   if x.ndim < 1 or x.shape[-1] != d:
     raise ValueError(f"x must have last-axis size {d} (the size it was initialised with), "
                      f"got shape {tuple(x.shape)}")
+  rows = x.reshape(-1, d).astype(F32)
   if mask is None:
-    return jnp.ones(math.prod(x.shape[:-1]), F32)
+    return rows, jnp.ones(rows.shape[:1], F32)
   if tuple(mask.shape) != tuple(x.shape[:-1]):
     raise ValueError(f"mask must have shape x.shape[:-1] = {tuple(x.shape[:-1])}, "
                      f"got {tuple(mask.shape)}")
-  return mask.reshape(-1).astype(F32)
+  m = mask.reshape(-1).astype(F32)
+  return jnp.where(m[:, None] > 0, rows, 0.0), m
 
 
 def require_rng(rng: PRNGKey | None, why: str) -> PRNGKey:
@@ -197,7 +203,7 @@ def rotation_trick(x: Array, q: Array, eps: float = 1e-6) -> Array:
 
 def finish_quantized(x: Array, quantized: Array, mask: Array) -> Array:
   """Casts to x's dtype/shape and zeroes padding rows."""
-  quantized = quantized * mask[:, None].astype(quantized.dtype)
+  quantized = jnp.where(mask[:, None] > 0, quantized, 0.0)
   return quantized.reshape(x.shape).astype(x.dtype)
 
 

@@ -58,7 +58,8 @@ def residual(q: Quantizer, levels: int, *, axis_name: str | None = None) -> Quan
     return tuple(p for p, _ in parts), tuple(s for _, s in parts)
 
   def apply(params, state, x, *, rng=None, mask=None, train=False):
-    m = base.check_input(x, x.shape[-1], mask)
+    d = x.shape[-1]
+    rows, m = base.check_input(x, d, mask)
     remainder, outs, states = x, [], []
     for level, key in enumerate(_split_keys(rng, levels)):
       out, new = q.apply(params[level], state[level], remainder, rng=key, mask=mask,
@@ -67,8 +68,7 @@ def residual(q: Quantizer, levels: int, *, axis_name: str | None = None) -> Quan
       outs.append(out)
       states.append(new)
     quantized = sum(o.quantized for o in outs)
-    d = x.shape[-1]
-    losses, out_metrics = _combine(outs, x.reshape(-1, d), quantized.reshape(-1, d), m,
+    losses, out_metrics = _combine(outs, rows, quantized.reshape(-1, d), m,
                                    axis_name, jnp.sum, "level")
     out = QuantizerOutput(quantized=quantized,
                           codes=jnp.concatenate([o.codes for o in outs], axis=-1),
@@ -103,7 +103,7 @@ def product(q: Quantizer, groups: int, *, axis_name: str | None = None) -> Quant
     if d % groups:
       raise ValueError(f"x must have a last axis divisible by groups={groups}, "
                        f"got shape {tuple(x.shape)}")
-    m = base.check_input(x, d, mask)
+    rows, m = base.check_input(x, d, mask)
     outs, states = [], []
     for g, (chunk, key) in enumerate(zip(jnp.split(x, groups, axis=-1),
                                          _split_keys(rng, groups))):
@@ -111,7 +111,7 @@ def product(q: Quantizer, groups: int, *, axis_name: str | None = None) -> Quant
       outs.append(out)
       states.append(new)
     quantized = jnp.concatenate([o.quantized for o in outs], axis=-1)
-    losses, out_metrics = _combine(outs, x.reshape(-1, d), quantized.reshape(-1, d), m,
+    losses, out_metrics = _combine(outs, rows, quantized.reshape(-1, d), m,
                                    axis_name, jnp.mean, "group")
     out = QuantizerOutput(quantized=quantized,
                           codes=jnp.concatenate([o.codes for o in outs], axis=-1),

@@ -76,11 +76,10 @@ def ema_vq(codebook_size: int = 512, *, decay: float = 0.99, epsilon: float = 1e
   def apply(params, state, x, *, rng=None, mask=None, train=False):
     del params
     d = state["codebook"].shape[-1]
-    m = base.check_input(x, d, mask)
+    rows, m = base.check_input(x, d, mask)
     if train and (kmeans_init or revive_dead):
       rng = base.require_rng(rng, "ema_vq with kmeans_init or revive_dead draws random numbers")
       init_key, revive_key = jax.random.split(rng)
-    rows = x.reshape(-1, d).astype(F32)
     target = cb.l2_normalize(rows) if cosine else rows
     new_state = dict(state)
 

@@ -62,10 +62,9 @@ def vq(codebook_size: int = 512, *, cosine: bool = False, estimator: str = "ste"
 
   def apply(params, state, x, *, rng=None, mask=None, train=False):
     d = params["codebook"].shape[-1]
-    m = base.check_input(x, d, mask)
+    rows, m = base.check_input(x, d, mask)
     if train and rewrites:
       rng = base.require_rng(rng, "vq with kmeans_init or revive_dead samples batch rows")
-    rows = x.reshape(-1, d).astype(F32)
     target = cb.l2_normalize(rows) if cosine else rows
     new_state = dict(state)
 

@@ -98,7 +98,6 @@ def binary(num_bits: int = 16, *, sample_at_eval: bool = False, usage_window: in
     if sample:
       rng = base.require_rng(rng, "binary samples Bernoulli bits in training" if train else
                              "binary(sample_at_eval=True) samples bits at evaluation")
-    # Padding is zeroed so that whatever it holds (even inf/nan) cannot leak into sums.
     n = rows.shape[0]
     logits = (jnp.matmul(rows, params["proj_w"].astype(F32))
               + params["proj_b"].astype(F32)[None, :])

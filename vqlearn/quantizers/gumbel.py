@@ -137,7 +137,6 @@ def gumbel(codebook_size: int = 320, *, num_groups: int = 2, shared_codebook: bo
     rows, m = base.check_input(x, d, mask)
     if train:
       rng = base.require_rng(rng, "gumbel draws Gumbel noise in training")
-    # Padding is zeroed so that whatever it holds (even inf/nan) cannot leak into sums.
     n = rows.shape[0]
     logits = logits_of(params, rows)
     probs = jax.nn.softmax(logits, axis=-1)

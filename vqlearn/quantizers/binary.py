@@ -99,7 +99,8 @@ def binary(num_bits: int = 16, *, sample_at_eval: bool = False, usage_window: in
       rng = base.require_rng(rng, "binary samples Bernoulli bits in training" if train else
                              "binary(sample_at_eval=True) samples bits at evaluation")
     n = rows.shape[0]
-    logits = (jnp.matmul(rows, params["proj_w"].astype(F32))
+    # HIGHEST: the logits decide the bits, which must not depend on the backend's matmul.
+    logits = (jnp.matmul(rows, params["proj_w"].astype(F32), precision=HIGHEST)
               + params["proj_b"].astype(F32)[None, :])
     p = jax.nn.sigmoid(logits)
     if sample:

@@ -50,7 +50,8 @@ def _torch_linear(rng, fan_in: int, fan_out: int) -> tuple[Array, Array]:
 
 def _dense(params: dict, name: str, h: Array) -> Array:
   w = params[f"{name}_w"].astype(F32)
-  return jnp.matmul(h, w) + params[f"{name}_b"].astype(F32)[None, :]
+  # HIGHEST: the logits decide the assignment, which must not depend on the backend's matmul.
+  return jnp.matmul(h, w, precision=HIGHEST) + params[f"{name}_b"].astype(F32)[None, :]
 
 
 def gumbel(codebook_size: int = 320, *, num_groups: int = 2, shared_codebook: bool = False,

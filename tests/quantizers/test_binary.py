@@ -316,26 +316,3 @@ def test_argument_errors():
   params, state = q.init(jax.random.key(0), jax.ShapeDtypeStruct((2, D), jnp.float32))
   with pytest.raises(ValueError, match="mask"):
     q.apply(params, state, jnp.zeros((2, D)), mask=jnp.ones(3))
-
-
-def test_shard_map_matches_unsharded():
-  mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
-  P = jax.sharding.PartitionSpec
-  q, q_sharded = binary(B), binary(B, axis_name="data")
-  params = fixed_params(8)
-  state = fresh_state(q)
-  x = jax.random.normal(jax.random.key(1), (16, D))
-  mask = jnp.ones(16).at[jnp.array([0, 7, 13])].set(0)
-  key = jax.random.key(2)
-
-  def run(q_, p, s, x_, m_):
-    out, new_state = q_.apply(p, s, x_, rng=key, mask=m_, train=True)
-    return out.quantized, out.codes, out.losses, out.metrics, new_state
-
-  expected = jax.jit(functools.partial(run, q))(params, state, x, mask)
-  sharded = jax.jit(jax.shard_map(
-      lambda p, s, x_, m_: run(q_sharded, p, s, x_, m_), mesh=mesh,
-      in_specs=(P(), P(), P("data"), P("data")),
-      out_specs=(P("data"), P("data"), P(), P(), P())))(params, state, x, mask)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
-               expected, sharded)

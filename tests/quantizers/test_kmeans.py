@@ -5,7 +5,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import PartitionSpec as P
 
 from vqlearn.quantizers.kmeans import kmeans, online_kmeans
 
@@ -420,35 +419,3 @@ def test_online_init_eval_lookup_and_errors():
       online_kmeans(4, decay=bad)
   with pytest.raises(ValueError, match="codebook_size"):
     online_kmeans(1)
-
-
-# ----------------------------------------------------------------------------------------------
-# Sharded calls equal the unsharded call.
-# ----------------------------------------------------------------------------------------------
-
-def _mesh():
-  return jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
-
-
-@pytest.mark.parametrize("name", ["kmeans", "online_kmeans"])
-def test_shard_map_matches_unsharded(name):
-  rng = np.random.default_rng(8)
-  d = 4
-  x = rng.normal(size=(8, 3, d)).astype(np.float32)
-  mask = (rng.uniform(size=(8, 3)) > 0.3).astype(np.float32)
-  make = kmeans if name == "kmeans" else online_kmeans
-  q_local, q_mapped = make(6), make(6, axis_name="data")
-  params, state = q_local.init(jax.random.key(0), x)
-  want, want_state = q_local.apply(params, state, x, mask=mask, train=True)
-
-  def call(xx, mm):
-    out, new_state = q_mapped.apply(params, state, xx, mask=mm, train=True)
-    return out.quantized, out.codes, out.losses, out.metrics, new_state
-
-  got = jax.jit(jax.shard_map(call, mesh=_mesh(), in_specs=(P("data"), P("data")),
-                      out_specs=(P("data"), P("data"), P(), P(), P()), check_vma=False))(x, mask)
-  np.testing.assert_allclose(got[0], want.quantized, rtol=1e-5, atol=1e-6)
-  np.testing.assert_array_equal(got[1], want.codes)
-  tree_close(got[2], want.losses, rtol=1e-5)
-  tree_close(got[3], want.metrics, rtol=1e-5)
-  tree_close(got[4], want_state, rtol=1e-5, atol=1e-6)

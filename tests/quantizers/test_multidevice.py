@@ -13,6 +13,7 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from tests.quantizers.cases import CASES, batch, make
+from vqlearn import quantizers
 
 DEVICES = 8
 KEY = jax.random.PRNGKey(3)
@@ -109,3 +110,40 @@ def test_pmap_with_axis_name_keeps_replicas_identical(case):
       np.testing.assert_array_equal(leaf, np.broadcast_to(leaf[:1], leaf.shape))
     _close(jax.tree.map(lambda a: a[0], (losses, metrics)), (ref.losses, ref.metrics))
   _close(jax.tree.map(lambda a: a[0], state_r), state_ref)
+
+
+@pytest.mark.parametrize("name,options", [
+    ("vq", dict(revive_dead=True, usage_window=1)),
+    ("ema_vq", dict(revive_dead=True, dead_threshold=2.0)),
+])
+def test_revival_of_a_collapsed_codebook_is_identical_on_every_replica(name, options):
+  k = 8
+  x, mask = batch(SHAPE)
+  def collapsed(q):
+    params, state = q.init(jax.random.PRNGKey(0), x)
+    far = jnp.zeros((k, x.shape[-1])).at[1:, 0].set(1e4)  # entry 0 takes every row
+    if name == "vq":
+      return {"codebook": far}, state
+    return params, dict(state, codebook=far)
+
+  q_ref = quantizers.get(name, codebook_size=k, **options)
+  q = quantizers.get(name, codebook_size=k, axis_name="data", **options)
+  params, state = collapsed(q_ref)
+  step = jax.jit(functools.partial(q_ref.apply, train=True))
+  ref_state = state
+  for i in range(2):
+    out, ref_state = step(params, ref_state, x, rng=jax.random.fold_in(KEY, i), mask=mask)
+  assert float(out.metrics["usage"]) > 1 / k  # revival after step 0 spread the rows
+
+  split = lambda a: a.reshape((DEVICES, -1) + a.shape[1:])
+  replicate = lambda tree: jax.tree.map(lambda a: jnp.broadcast_to(a, (DEVICES,) + a.shape),
+                                        tree)
+  pstep = jax.pmap(lambda p, s, x, m, r: q.apply(p, s, x, rng=r, mask=m, train=True)[1],
+                   axis_name="data", in_axes=(0, 0, 0, 0, None))
+  params_r, state_r = replicate(params), replicate(state)
+  for i in range(2):
+    state_r = pstep(params_r, state_r, split(x), split(mask), jax.random.fold_in(KEY, i))
+  for leaf in jax.tree.leaves(state_r):
+    leaf = np.asarray(leaf)
+    np.testing.assert_array_equal(leaf, np.broadcast_to(leaf[:1], leaf.shape))
+  _close(jax.tree.map(lambda a: a[0], state_r), ref_state)

@@ -13,6 +13,9 @@ Conventions shared by every family (see shared/DESIGN.md):
   loss and metric, gets code -1, and its quantized vector is zero (``lookup(-1)`` is zero too).
 - Statistics are global sums. Under ``jax.jit`` with a sharded batch XLA reduces across devices;
   inside ``shard_map``/``pmap`` the factory's ``axis_name`` makes the same code ``psum``.
+  Losses are then replicated global means; differentiating them inside ``pmap`` or
+  ``shard_map(check_vma=False)`` transposes each psum into another psum, so gradients come out
+  summed over shards (D times the unsharded ones); ``jax.jit`` over sharded arrays does not.
 - Randomness is a function of (rng, global row index), so a sharded call draws exactly the noise
   of the unsharded call on the whole batch.
 - Distances, assignments and statistics run in float32 whatever ``x.dtype`` is.

@@ -19,7 +19,11 @@ def l2_normalize(x: Array, eps: float = 1e-12) -> Array:
 
 
 def squared_distances(x: Array, codebook: Array) -> Array:
-  """||x - e||^2 = ||x||^2 - 2 x.e + ||e||^2 for x (N, G, d) and codebook (G, K, d) -> (N, G, K)."""
+  """||x - e||^2 = ||x||^2 - 2 x.e + ||e||^2 for x (N, G, d) and codebook (G, K, d) -> (N, G, K).
+
+  The whole matrix: for losses that need every distance (Wasserstein) and as the simple
+  reference that ``nearest`` is tested against.
+  """
   x = x.astype(F32)
   codebook = codebook.astype(F32)
   cross = jnp.einsum("ngd,gkd->ngk", x, codebook, precision=jax.lax.Precision.HIGHEST)
@@ -28,11 +32,62 @@ def squared_distances(x: Array, codebook: Array) -> Array:
   return x_sq - 2.0 * cross + e_sq
 
 
+ARGMIN_BLOCK = 32  # codes per block of the two-level argmin (PERF_NOTES.md).
+TILE_ELEMENTS = 1 << 20  # distances held at once per group: rows x K <= 2**20 (4 MiB).
+
+
+def _first_index_of(values: Array, target: Array) -> Array:
+  """Index of the first entry <= target along the last axis, by an integer min-reduction."""
+  size = values.shape[-1]
+  positions = jnp.arange(size, dtype=jnp.int32).reshape((1,) * (values.ndim - 1) + (size,))
+  return jnp.min(jnp.where(values <= target[..., None], positions, size), axis=-1)
+
+
+def _nearest_tile(x: Array, codebook: Array, e_sq: Array) -> tuple[Array, Array]:
+  """Exact first-occurrence argmin of ||e||^2 - 2 x.e over (rows, K) for one tile of rows.
+
+  XLA's argmin on the CPU is several times slower than a min, so the index is found in two
+  levels: the min over blocks of ARGMIN_BLOCK codes, the first block holding the overall min,
+  then the first code inside that block; both by an integer min-reduction, never an argmin.
+  """
+  dist = e_sq[None, :] - 2.0 * jnp.dot(x, codebook.T, precision=jax.lax.Precision.HIGHEST)
+  rows, k = dist.shape
+  pad = (-k) % ARGMIN_BLOCK
+  if pad:
+    dist = jnp.pad(dist, ((0, 0), (0, pad)), constant_values=jnp.inf)
+  blocks = dist.reshape(rows, -1, ARGMIN_BLOCK)
+  block_min = jnp.min(blocks, axis=-1)
+  best = jnp.min(block_min, axis=-1)
+  block = _first_index_of(block_min, best)
+  inside = jnp.take_along_axis(blocks, block[:, None, None], axis=1)[:, 0]
+  return block * ARGMIN_BLOCK + _first_index_of(inside, best), best
+
+
+def _nearest_one_group(x: Array, codebook: Array) -> tuple[Array, Array]:
+  """x (N, d), codebook (K, d): rows are processed in tiles so memory is O(tile + K d)."""
+  n, k = x.shape[0], codebook.shape[0]
+  e_sq = jnp.sum(jnp.square(codebook), axis=-1)
+  tile = max(8, min(n, TILE_ELEMENTS // k))
+  if tile >= n:
+    idx, best = _nearest_tile(x, codebook, e_sq)
+  else:
+    pad = (-n) % tile
+    tiles = jnp.pad(x, ((0, pad), (0, 0))).reshape(-1, tile, x.shape[-1])
+    idx, best = jax.lax.map(lambda t: _nearest_tile(t, codebook, e_sq), tiles)
+    idx, best = idx.reshape(-1)[:n], best.reshape(-1)[:n]
+  return idx, best + jnp.sum(jnp.square(x), axis=-1)
+
+
 def nearest(x: Array, codebook: Array) -> tuple[Array, Array]:
-  """Index (N, G) of the nearest entry per group and its squared distance (N, G)."""
-  dist = squared_distances(x, codebook)
-  idx = jnp.argmin(dist, axis=-1)
-  return idx.astype(jnp.int32), jnp.take_along_axis(dist, idx[..., None], axis=-1)[..., 0]
+  """Index (N, G) of the nearest entry per group and its squared distance (N, G).
+
+  x (N, G, d), codebook (G, K, d). Equal to ``argmin(squared_distances(x, codebook))``
+  (first index on ties) without materialising the N x K matrix.
+  """
+  x = x.astype(F32)
+  codebook = codebook.astype(F32)
+  idx, dist = jax.vmap(_nearest_one_group, in_axes=(1, 0), out_axes=1)(x, codebook)
+  return idx.astype(jnp.int32), dist
 
 
 def gather_codewords(codebook: Array, codes: Array) -> Array:

@@ -1,0 +1,46 @@
+"""The fast nearest-entry kernel against the simple reference argmin(squared_distances)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vqlearn.quantizers import codebook as cb
+
+
+def _reference(x, e):
+  dist = cb.squared_distances(x, e)
+  idx = jnp.argmin(dist, axis=-1)
+  return idx, jnp.take_along_axis(dist, idx[..., None], axis=-1)[..., 0]
+
+
+@pytest.mark.parametrize("n,g,k,d", [(1, 1, 2, 3), (37, 1, 31, 5), (300, 2, 100, 4),
+                                     (1000, 1, 2048, 8), (70, 3, 33, 2)])
+def test_nearest_equals_reference(n, g, k, d, monkeypatch):
+  monkeypatch.setattr(cb, "TILE_ELEMENTS", 4096)  # force several row tiles and padding
+  kx, ke = jax.random.split(jax.random.PRNGKey(n + k))
+  x = jax.random.normal(kx, (n, g, d))
+  e = jax.random.normal(ke, (g, k, d))
+  idx, dist = jax.jit(cb.nearest)(x, e)
+  ref_idx, ref_dist = _reference(x, e)
+  np.testing.assert_array_equal(idx, ref_idx)
+  np.testing.assert_allclose(dist, ref_dist, rtol=1e-5, atol=1e-4)
+
+
+def test_ties_resolve_to_the_first_index_across_blocks():
+  e = jnp.zeros((1, 100, 2)).at[0, :, 0].set(5.0)
+  e = e.at[0, 40].set(jnp.array([1.0, 0.0])).at[0, 70].set(jnp.array([1.0, 0.0]))
+  e = e.at[0, 3].set(jnp.array([1.0, 0.0]))  # three equal nearest entries, in three blocks
+  x = jnp.array([[[1.0, 0.0]], [[0.9, 0.0]]])
+  idx, dist = cb.nearest(x, e)
+  np.testing.assert_array_equal(idx[:, 0], [3, 3])
+  np.testing.assert_allclose(dist[:, 0], [0.0, 0.01], atol=1e-6)
+
+
+def test_bfloat16_inputs_assign_in_float32():
+  x = jax.random.normal(jax.random.PRNGKey(0), (512, 1, 16)).astype(jnp.bfloat16)
+  e = jax.random.normal(jax.random.PRNGKey(1), (1, 256, 16))
+  idx, _ = cb.nearest(x, e)
+  x64, e64 = np.asarray(x, np.float64)[:, 0], np.asarray(e, np.float64)[0]
+  exact = ((x64[:, None] - e64[None]) ** 2).sum(-1).argmin(1)
+  assert np.mean(np.asarray(idx[:, 0]) == exact) >= 0.999

@@ -2,11 +2,18 @@
 PYTHON ?= python3
 STAMP := .installed
 
-.PHONY: demo test install
+BENCH_STAMP := .installed-bench
+BENCHMARKS := vq_step gumbel_step kmeans_fit large_codebook precision
+
+.PHONY: demo test install bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m pip install -q -e ".[test]"
 	touch $(STAMP)
+
+$(BENCH_STAMP): pyproject.toml
+	$(PYTHON) -m pip install -q -e ".[bench]"
+	touch $(BENCH_STAMP)
 
 install: $(STAMP)
 
@@ -15,3 +22,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PYTHON) -m pytest -q -n 2 tests
+
+# CPU benchmarks against PyTorch/faiss/sklearn peers (~10 minutes); `make test` never runs them.
+bench: $(BENCH_STAMP)
+	set -e; for b in $(BENCHMARKS); do $(PYTHON) benchmarks/$$b.py; done

@@ -18,6 +18,7 @@ def _reference(x, e):
                                      (1000, 1, 2048, 8), (70, 3, 33, 2)])
 def test_nearest_equals_reference(n, g, k, d, monkeypatch):
   monkeypatch.setattr(cb, "TILE_ELEMENTS", 4096)  # force several row tiles and padding
+  monkeypatch.setattr(cb, "MIN_TILE_ROWS", 8)
   kx, ke = jax.random.split(jax.random.PRNGKey(n + k))
   x = jax.random.normal(kx, (n, g, d))
   e = jax.random.normal(ke, (g, k, d))
@@ -44,3 +45,25 @@ def test_bfloat16_inputs_assign_in_float32():
   x64, e64 = np.asarray(x, np.float64)[:, 0], np.asarray(e, np.float64)[0]
   exact = ((x64[:, None] - e64[None]) ** 2).sum(-1).argmin(1)
   assert np.mean(np.asarray(idx[:, 0]) == exact) >= 0.999
+
+
+def test_sample_rows_distinct_real_rows_then_cycled():
+  key = jax.random.PRNGKey(0)
+  mask = jnp.array([1, 0, 1, 1, 0, 1, 1, 0, 1, 1], jnp.float32)  # 7 real rows
+  picks = np.asarray(cb.sample_rows(key, mask, 5))
+  assert len(set(picks)) == 5 and (np.asarray(mask)[picks] == 1).all()
+  picks = np.asarray(cb.sample_rows(key, mask, 12))  # more seeds than real rows: cycle them
+  assert set(picks) == set(np.flatnonzero(np.asarray(mask)))
+  np.testing.assert_array_equal(picks[7:], picks[:5])
+  # Padding appended at the end does not change the draw.
+  padded = jnp.concatenate([mask, jnp.zeros(6)])
+  np.testing.assert_array_equal(cb.sample_rows(key, padded, 5), cb.sample_rows(key, mask, 5))
+
+
+def test_kmeans_on_fewer_real_rows_than_codes():
+  x = jnp.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [99.0, 99.0]])
+  mask = jnp.array([1.0, 1.0, 1.0, 0.0])
+  centroids, counts = cb.kmeans(jax.random.PRNGKey(0), x, mask, 5, 3)
+  np.testing.assert_allclose(counts.sum(), 3.0)
+  found = {tuple(np.round(c, 4)) for c in np.asarray(centroids)}
+  assert found == {(0.0, 0.0), (10.0, 0.0), (0.0, 10.0)}  # the padded row is never a seed

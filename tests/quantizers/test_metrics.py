@@ -114,3 +114,15 @@ def test_product_quantizes_slices_independently():
                              np.mean((np.asarray(x) - np.asarray(out.quantized)) ** 2),
                              rtol=1e-5)
   assert q.spec == quantizers.CodeSpec(3, 4)
+
+
+def test_combinators_nest():
+  x = jax.random.normal(KEY, (4, 6, 8))
+  q = quantizers.product(quantizers.residual(quantizers.vq(8, init_scale=1.0), 2), 2)
+  assert q.spec == quantizers.CodeSpec(4, 8)
+  params, state = q.init(KEY, jax.ShapeDtypeStruct(x.shape, x.dtype))
+  out, new_state = jax.jit(functools.partial(q.apply, train=True))(params, state, x)
+  assert out.codes.shape == (4, 6, 4)
+  assert jax.tree.structure(new_state) == jax.tree.structure(state)
+  np.testing.assert_allclose(q.lookup(params, state, out.codes), out.quantized, atol=1e-5)
+  assert set(out.metrics) >= {"group0/perplexity", "group1/usage", "quantization_error"}

@@ -31,11 +31,14 @@ def test_rolling_window_usage_and_dead_codes():
   state = metrics.init_tracking(1, 4)
   used_per_step = [[0], [1], [1], [2], [2]]
   alive_expected = [{0}, {0, 1}, {0, 1}, {1, 2}, {1, 2}]
+  rows = jnp.zeros((1, 2))
   for step, (used, expected) in enumerate(zip(used_per_step, alive_expected)):
-    counts = jnp.zeros((1, 4)).at[0, jnp.array(used)].set(1.0)
-    state, last_used = metrics.track(state, counts, train=True)
-    live = metrics.alive(last_used, jnp.int32(step), window)[0]
+    codes = jnp.array(used, jnp.int32)[:, None]
+    _, state, out = metrics.observe(state, codes, 4, window, rows, rows, jnp.ones(1), None)
+    live = metrics.alive(state["last_used"], jnp.int32(step), window)[0]
     assert set(np.flatnonzero(live)) == expected, step
+    assert float(out["window_usage"]) == len(expected) / 4, step
+    assert float(out["dead_codes"]) == 4 - len(expected), step
   assert int(state["step"]) == len(used_per_step)
 
 

@@ -115,10 +115,8 @@ def binary(num_bits: int = 16, *, sample_at_eval: bool = False, usage_window: in
     codes = bits.astype(jnp.int32)
 
     losses = {"code": base.masked_mean(p * (1.0 - p), m, axis_name)}
-    counts = metrics.code_counts(codes, m, 2, axis_name)
-    tracking, last_used = metrics.track(state, counts, train)
-    out_metrics = metrics.codebook_metrics(counts, last_used, state["step"], window,
-                                           rows, q, m, axis_name)
+    counts, tracking, out_metrics = metrics.observe(state, codes, 2, window,
+                                                    rows, q, m, axis_name)
     out_metrics["bit_entropy"] = bit_entropy(counts)
     probs = jnp.stack([1.0 - p, p], axis=-1) * m[:, None, None]
     out = QuantizerOutput(quantized=base.finish_quantized(x, q, m),

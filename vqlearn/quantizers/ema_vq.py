@@ -43,8 +43,8 @@ def ema_vq(codebook_size: int = 512, *, decay: float = 0.99, epsilon: float = 1e
 
   Params: ``{}``. State: ``codebook`` (K, d); ``ema_counts`` (K,), ``ema_sums`` (K, d) and
   ``ema_weight`` () — the biased EMAs and the debiasing denominator 1 - decay^t (set to 1 by
-  k-means init); ``initialized``; ``step``; ``last_used``. Training needs ``rng`` when k-means
-  init or revival is on.
+  k-means init); ``initialized`` (only with k-means init); ``step``; ``last_used``. Training
+  needs ``rng`` when k-means init or revival is on.
   """
   k = base.check_positive_int("codebook_size", codebook_size, 2)
   decay = base.check_unit_interval("decay", decay)
@@ -62,8 +62,9 @@ def ema_vq(codebook_size: int = 512, *, decay: float = 0.99, epsilon: float = 1e
         "ema_counts": jnp.zeros((k,), F32),
         "ema_sums": jnp.zeros((k, d), F32),
         "ema_weight": jnp.zeros((), F32),
-        "initialized": jnp.zeros((), bool),
     }
+    if kmeans_init:
+      state["initialized"] = jnp.zeros((), bool)
     return {}, state
 
   def codebook_from(counts, sums, weight):
@@ -106,10 +107,8 @@ def ema_vq(codebook_size: int = 512, *, decay: float = 0.99, epsilon: float = 1e
     losses = {"commitment": base.mse(sg(q), target, m, axis_name)}
     quantized = base.straight_through(target, q)
 
-    counts = metrics.code_counts(codes, m, k, axis_name)
-    tracking, last_used = metrics.track(state, counts, train)
-    out_metrics = metrics.codebook_metrics(counts, last_used, state["step"], window,
-                                           target, q, m, axis_name)
+    counts, tracking, out_metrics = metrics.observe(state, codes, k, window,
+                                                    target, q, m, axis_name)
     if train:
       sums, _ = cb.cluster_sums(sg(target), codes[:, 0], m, k)
       sums = base.psum(sums, axis_name)

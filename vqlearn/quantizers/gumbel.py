@@ -165,10 +165,8 @@ def gumbel(codebook_size: int = 320, *, num_groups: int = 2, shared_codebook: bo
     losses = {"diversity": ((g * v - prob_perplexity) / (g * v)).astype(F32),
               "kl": base.masked_mean(kl_rows, m, axis_name)}
 
-    counts = metrics.code_counts(codes, m, v, axis_name)
-    tracking, last_used = metrics.track(state, counts, train)
-    out_metrics = metrics.codebook_metrics(counts, last_used, state["step"], window,
-                                           rows, q, m, axis_name)
+    counts, tracking, out_metrics = metrics.observe(state, codes, v, window,
+                                                    rows, q, m, axis_name)
     out_metrics |= {"prob_perplexity": prob_perplexity, "temperature": tau}
     out = QuantizerOutput(
         quantized=base.finish_quantized(x, q, m),

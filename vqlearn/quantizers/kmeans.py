@@ -148,10 +148,8 @@ def kmeans(codebook_size: int = 320, *, num_groups: int = 2, shared_codebook: bo
     # fairseq's _pass_grad: value zq, gradient d out / d z = identity.
     quantized = sg(zq) + (z - sg(z))
 
-    counts = metrics.code_counts(codes, m, v, axis_name)
-    tracking, last_used = metrics.track(state, counts, train)
-    out_metrics = metrics.codebook_metrics(counts, last_used, state["step"], window,
-                                           z, zq, m, axis_name)
+    counts, tracking, out_metrics = metrics.observe(state, codes, v, window,
+                                                    z, zq, m, axis_name)
     out = QuantizerOutput(quantized=base.finish_quantized(x, quantized, m),
                           codes=base.finish_codes(x, codes, m), probs=None,
                           losses=losses, metrics=out_metrics)
@@ -232,10 +230,8 @@ def online_kmeans(codebook_size: int = 256, *, decay: float = 0.9, usage_window:
     losses = {"commitment": base.mse(sg(q), rows, m, axis_name)}
     quantized = base.straight_through(rows, q)
 
-    counts = metrics.code_counts(codes, m, k, axis_name)
-    tracking, last_used = metrics.track(state, counts, train)
-    out_metrics = metrics.codebook_metrics(counts, last_used, state["step"], window,
-                                           rows, q, m, axis_name)
+    counts, tracking, out_metrics = metrics.observe(state, codes, k, window,
+                                                    rows, q, m, axis_name)
     out = QuantizerOutput(quantized=base.finish_quantized(x, quantized, m),
                           codes=base.finish_codes(x, codes, m), probs=None,
                           losses=losses, metrics=out_metrics)

@@ -85,12 +85,20 @@ def alive(last_used: Array, step: Array, window: int) -> Array:
   return (last_used != NEVER) & (last_used > step - window)
 
 
-def codebook_metrics(counts: Array, last_used: Array, step: Array, window: int,
-                     x: Array, quantized: Array, mask: Array,
-                     axis_name: str | None) -> Metrics:
-  """The metrics every family reports. ``last_used`` already includes this batch."""
+def observe(state: dict, codes: Array, vocab_size: int, window: int, x: Array,
+            quantized: Array, mask: Array, axis_name: str | None) -> tuple[Array, dict, Metrics]:
+  """One batch's codes (N, S) -> (global counts (S, V), advanced tracking fields, metrics).
+
+  The tracking fields (``step`` + 1, ``last_used`` marked at this step) belong in the new
+  state of a training call; an evaluation call returns its input state and drops them, while
+  its metrics still see this batch's usage. x and quantized are the (N, d) rows compared by
+  ``quantization_error``.
+  """
+  counts = code_counts(codes, mask, vocab_size, axis_name)
+  step = state["step"]
+  last_used = mark_used(state["last_used"], counts, step)
   live = alive(last_used, step, window)
-  return {
+  return counts, {"step": step + 1, "last_used": last_used}, {
       "perplexity": perplexity(counts),
       "usage": usage(counts),
       "window_usage": jnp.mean(live.astype(F32)),
@@ -98,18 +106,6 @@ def codebook_metrics(counts: Array, last_used: Array, step: Array, window: int,
       "max_code_ratio": max_code_ratio(counts),
       "quantization_error": quantization_error(x, quantized, mask, axis_name),
   }
-
-
-def track(state: dict, counts: Array, train: bool) -> tuple[dict, Array]:
-  """Advances `step`/`last_used` in training; returns (tracking fields, last_used incl. batch).
-
-  In evaluation the state is left as it was, but the metrics still see this batch's usage.
-  """
-  step = state["step"]
-  last_used = mark_used(state["last_used"], counts, step)
-  if not train:
-    return {"step": step, "last_used": state["last_used"]}, last_used
-  return {"step": step + 1, "last_used": last_used}, last_used
 
 
 # ----------------------------------------------------------------------------------------------

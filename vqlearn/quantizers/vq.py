@@ -88,14 +88,12 @@ def vq(codebook_size: int = 512, *, cosine: bool = False, estimator: str = "ste"
               "commitment": base.mse(sg(q), target, m, axis_name)}
     quantized = estimate(target, q)
 
-    counts = metrics.code_counts(codes, m, k, axis_name)
-    tracking, last_used = metrics.track(state, counts, train)
-    out_metrics = metrics.codebook_metrics(counts, last_used, state["step"], window,
-                                           target, q, m, axis_name)
+    counts, tracking, out_metrics = metrics.observe(state, codes, k, window,
+                                                    target, q, m, axis_name)
     new_state |= tracking
     if train and revive_dead:
       # Revived entries count as used now, so they get a whole window to be picked.
-      dead = ~metrics.alive(last_used, state["step"], window)[0]
+      dead = ~metrics.alive(tracking["last_used"], state["step"], window)[0]
       dead &= state["step"] + 1 >= window
       current = sg(params["codebook"].astype(F32) + new_state["offset"])
       revived = cb.replace_with_rows(revive_key, current, dead, all_rows, all_mask)

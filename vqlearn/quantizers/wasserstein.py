@@ -175,7 +175,7 @@ def wasserstein(codebook_size: int = 512, *, weights: str = "local",
       Local mode: one problem per position between pi_p and the batch's latents at p, averaged
       over positions that have a real latent.
     ``kl``: KL(pi || uniform) = sum_k pi_k log(pi_k K), averaged over positions in local mode.
-  Metrics: ``metrics.codebook_metrics`` plus ``weight_perplexity`` = exp(H(pi)) (mean over
+  Metrics: those of ``metrics.observe`` plus ``weight_perplexity`` = exp(H(pi)) (mean over
   positions).
 
   Args:
@@ -259,10 +259,8 @@ def wasserstein(codebook_size: int = 512, *, weights: str = "local",
         "kl": jnp.mean(kl_to_uniform(log_pi)),
     }
 
-    counts = metrics.code_counts(codes, m, k, axis_name)
-    tracking, last_used = metrics.track(state, counts, train)
-    out_metrics = metrics.codebook_metrics(counts, last_used, state["step"], window,
-                                           rows, q, m, axis_name)
+    counts, tracking, out_metrics = metrics.observe(state, codes, k, window,
+                                                    rows, q, m, axis_name)
     out_metrics["weight_perplexity"] = jnp.mean(weight_perplexity(sg(log_pi)))
     out = QuantizerOutput(quantized=base.finish_quantized(x, quantized, m),
                           codes=base.finish_codes(x, codes, m), probs=None,

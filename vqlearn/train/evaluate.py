@@ -1,0 +1,123 @@
+"""Evaluation of a tokenizer on held-out data: reconstruction, codebook health and the
+downstream quality of its codes, each classifier beside the raw-series 1-NN baseline.
+
+Data is loaded once per run; the raw baseline, which does not depend on the model, is computed
+once. Evaluation runs on one process with local copies of the parameters (no collectives).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, NamedTuple
+
+import ml_collections
+import numpy as np
+
+from vqlearn import data, evaluators
+from vqlearn.train.step import make_eval_apply
+
+
+class EvalSet(NamedTuple):
+  name: str
+  windows: data.SeriesSet  # reconstruction and codebook health
+  train: data.SeriesSet | None  # whole series, for the classifiers
+  test: data.SeriesSet | None
+  raw_1nn: float | None
+
+
+class Evaluation(NamedTuple):
+  metrics: dict[str, float]
+  # For the plots: the first set's windows, their reconstructions and code counts (S, V).
+  inputs: np.ndarray
+  reconstructions: np.ndarray
+  mask: np.ndarray
+  code_counts: np.ndarray
+
+
+def component_configs(data_config: ml_collections.ConfigDict
+                      ) -> list[ml_collections.ConfigDict]:
+  """One data config per set of a '+'-joined mixture (a generalist is scored on each)."""
+  if "+" not in data_config.name:
+    return [data_config]
+  configs = []
+  for name in data_config.name.split("+"):
+    config = copy.deepcopy(data_config)
+    with config.unlocked():
+      config.name = name
+    configs.append(config)
+  return configs
+
+
+class Evaluator:
+  """Scores (params, model_state) on ``config.evals.split`` of every set in ``config.data``."""
+
+  def __init__(self, config: ml_collections.ConfigDict, model):
+    self._model = model
+    self._config = config.evals
+    self._vocab_size = model.quantizer.spec.vocab_size
+    self._apply = make_eval_apply(model)
+    pad = model.compression
+    self._sets = []
+    for data_config in component_configs(config.data):
+      test = data.load_split(data_config, config.evals.split, pad_multiple=pad)
+      windows = (data.windows(test, data_config.window, data_config.window, pad_multiple=pad)
+                 if data_config.window else test)
+      train = raw = None
+      if config.evals.classify and (test.labels >= 0).all():
+        train = data.load_split(data_config, "train", pad_multiple=pad)
+        raw = evaluators.raw_1nn_accuracy(train.series, train.mask, train.labels,
+                                          test.series, test.mask, test.labels)
+      self._sets.append(EvalSet(data_config.name, windows, train, test if train else None, raw))
+
+  def _run(self, params, model_state, series_set: data.SeriesSet) -> dict[str, np.ndarray]:
+    """Eval-mode outputs over a whole set, in fixed-size chunks (one compilation)."""
+    size = self._config.batch_size
+    n = len(series_set.series)
+    pieces = []
+    for start in range(0, n, size):
+      series = series_set.series[start:start + size]
+      mask = series_set.mask[start:start + size]
+      real = len(series)
+      if real < size:  # pad the last chunk with masked rows instead of recompiling
+        series = np.concatenate([series, np.zeros((size - real,) + series.shape[1:],
+                                                  series.dtype)])
+        mask = np.concatenate([mask, np.zeros((size - real,) + mask.shape[1:], mask.dtype)])
+      out = self._apply(params, model_state, series, mask)
+      pieces.append({
+          "target": np.asarray(out.target)[:real],
+          "reconstruction": np.asarray(out.reconstruction)[:real],
+          "codes": np.asarray(out.quantizer.codes)[:real],
+          "quantized": np.asarray(out.quantizer.quantized)[:real],
+          "latent_mask": np.asarray(out.latent_mask)[:real],
+      })
+    return {key: np.concatenate([p[key] for p in pieces]) for key in pieces[0]}
+
+  def __call__(self, params, model_state) -> Evaluation:
+    metrics: dict[str, float] = {}
+    plots: dict[str, Any] = {}
+    for eval_set in self._sets:
+      prefix = f"{eval_set.name}/" if len(self._sets) > 1 else ""
+      out = self._run(params, model_state, eval_set.windows)
+      real = eval_set.windows.mask > 0
+      if not np.isfinite(out["reconstruction"][real]).all():
+        raise FloatingPointError(f"evaluation on {eval_set.name}: the model's reconstructions "
+                                 "are not finite; training has diverged")
+      scores = dict(evaluators.reconstruction_errors(out["target"], out["reconstruction"],
+                                                     eval_set.windows.mask))
+      scores.update(evaluators.codebook_health(out["codes"], out["latent_mask"],
+                                               self._vocab_size))
+      if eval_set.train is not None:
+        train = self._run(params, model_state, eval_set.train)
+        test = self._run(params, model_state, eval_set.test)
+        scores.update(evaluators.classify_codes(
+            train["codes"], train["latent_mask"], train["quantized"], eval_set.train.labels,
+            test["codes"], test["latent_mask"], test["quantized"], eval_set.test.labels,
+            vocab_size=self._vocab_size, k=self._config.knn_k))
+        scores["raw_1nn"] = eval_set.raw_1nn
+      metrics.update({prefix + k: float(v) for k, v in scores.items()})
+      if not plots:
+        plots = dict(inputs=out["target"], reconstructions=out["reconstruction"],
+                     mask=eval_set.windows.mask,
+                     code_counts=evaluators.code_counts_per_symbol(
+                         out["codes"], out["latent_mask"], self._vocab_size))
+    return Evaluation(metrics=metrics, **plots)

@@ -5,7 +5,9 @@ STAMP := .installed
 BENCH_STAMP := .installed-bench
 BENCHMARKS := vq_step gumbel_step kmeans_fit large_codebook precision
 
-.PHONY: demo test install bench
+DEMO_DIR ?= runs/demo
+
+.PHONY: demo tour test install bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m pip install -q -e ".[test]"
@@ -17,7 +19,14 @@ $(BENCH_STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Trains the TOTEM tokenizer (default quantizer: TOTEM's VQ) on GunPoint, prints the evaluation
+# and writes metrics, TensorBoard events, checkpoints and plots to $(DEMO_DIR). Run it again and
+# it resumes (here: re-evaluates the finished run).
 demo: $(STAMP)
+	$(PYTHON) -m vqlearn.main --config configs/timeseries.py --workdir $(DEMO_DIR)
+
+# Every quantizer family as a standalone codebook learner on GunPoint windows (~30 s).
+tour: $(STAMP)
 	$(PYTHON) experiments/quantizer_tour.py
 
 test: $(STAMP)

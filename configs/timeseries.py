@@ -34,10 +34,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = common.parse_arg(arg, quantizer="vq", dataset="GunPoint", seed=0, smoke=False)
   config = common.base_config()
   config.seed = arg.seed
-  config.total_steps = 2000
+  config.total_steps = 1000
   config.batch_size = 256
-  config.log_every = 100
-  config.checkpoint_every = 500
+  config.log_every = 50
+  config.checkpoint_every = 250
 
   config.data = ml_collections.ConfigDict(dict(
       name=arg.dataset,

@@ -153,32 +153,47 @@ def _main(workdir, data_dir, *extra, devices=2):
   return [sys.executable, "-m", "vqlearn.main", "--config", "configs/timeseries.py:smoke",
           "--workdir", workdir, f"--config.data.dir={data_dir}", "--config.eval_every=0",
           "--config.evals.classify=False", "--config.evals.plots=False",
-          "--config.total_steps=30", "--config.checkpoint_every=5", *extra], env
+          "--config.total_steps=200", "--config.checkpoint_every=10", "--config.log_every=10",
+          *extra], env
 
 
-def test_sigkill_and_restart_is_bit_identical(tmp_path, data_dir):
-  straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
-  command, env = _main(straight, data_dir)
-  subprocess.run(command, env=env, cwd=REPO, check=True, capture_output=True)
-  command, env = _main(killed, data_dir)
+def _run_until_checkpoint(command, env, checkpoints, at_least, sig):
+  """Starts a run, sends ``sig`` once a checkpoint >= ``at_least`` exists; returns the exit code."""
   process = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
-  checkpoints = os.path.join(killed, "checkpoints")
   deadline = time.time() + 120
   while time.time() < deadline and process.poll() is None:
     done = [int(n) for n in os.listdir(checkpoints) if n.isdigit()] if os.path.isdir(
         checkpoints) else []
-    if done and max(done) >= 10:
+    if done and max(done) >= at_least:
       break
-    time.sleep(0.05)
-  process.send_signal(signal.SIGKILL)
-  process.wait()
-  interrupted_at = final_params(killed)[0]
-  assert interrupted_at < 30, "the run finished before it could be killed"
+    time.sleep(0.02)
+  process.send_signal(sig)
+  return process.wait()
+
+
+def test_sigkill_and_sigterm_then_restart_is_bit_identical(tmp_path, data_dir):
+  straight, interrupted = str(tmp_path / "straight"), str(tmp_path / "interrupted")
+  command, env = _main(straight, data_dir)
   subprocess.run(command, env=env, cwd=REPO, check=True, capture_output=True)
-  step, params = final_params(killed)
-  assert step == 30
+  command, env = _main(interrupted, data_dir)
+  checkpoints = os.path.join(interrupted, "checkpoints")
+
+  # SIGKILL: whatever was being written is lost; the last complete checkpoint survives.
+  assert _run_until_checkpoint(command, env, checkpoints, 20, signal.SIGKILL) == -signal.SIGKILL
+  killed_at = final_params(interrupted)[0]
+  assert 20 <= killed_at < 200, "the run finished before it could be killed"
+  # SIGTERM (preemption): the run saves where it is and exits cleanly.
+  assert _run_until_checkpoint(command, env, checkpoints, killed_at + 20, signal.SIGTERM) == 0
+  preempted_at = final_params(interrupted)[0]
+  assert killed_at + 20 <= preempted_at < 200, "the run finished before it could be preempted"
+
+  subprocess.run(command, env=env, cwd=REPO, check=True, capture_output=True)
+  step, params = final_params(interrupted)
+  assert step == 200
   assert_same(final_params(straight)[1], params)
+  records = writers.read_metrics(os.path.join(interrupted, "metrics.jsonl"))
+  assert [r["step"] for r in records if r["kind"] == "info"] == [0, killed_at, preempted_at]
 
 
 def test_config_key_typo_on_the_command_line_fails(tmp_path, data_dir):

@@ -58,6 +58,8 @@ def main(argv=None):
   parser.add_argument("--set", action="append", default=[],
                       help="override for every run, e.g. total_steps=500 or data.dir=/d")
   parser.add_argument("--print", action="store_true", help="print the commands, run nothing")
+  parser.add_argument("--reevaluate", action="store_true",
+                      help="evaluate finished runs again (after the evaluators change)")
   args = parser.parse_args(argv)
 
   module = load_config_module(args.config)
@@ -82,7 +84,7 @@ def main(argv=None):
         current = current[parent]
       current[leaf] = type(current[leaf])(value) if not isinstance(current[leaf], bool) else (
           value.lower() in ("1", "true"))
-    if finished(workdir, config.total_steps):
+    if finished(workdir, config.total_steps) and not args.reevaluate:
       print(f"[done] {workdir}")
       continue
     print(f"[run] {workdir}", flush=True)

@@ -13,9 +13,8 @@ def test_token_statistics_count_whole_tokens_and_skip_padding():
   p = np.array([2 / 3, 1 / 3])
   np.testing.assert_allclose(stats["token_perplexity"], np.exp(-np.sum(p * np.log(p))))
   assert stats["distinct_tokens"] == 2
-  # Per-symbol perplexity would see each symbol take two values; whole tokens differ.
-  codes[0, 0, 1] = [1, 0]
-  assert token_statistics(codes, mask)["token_perplexity"] < stats["token_perplexity"]
+  codes[0, 0, 2] = [0, 1]  # every real token the same
+  assert token_statistics(codes, mask) == {"token_perplexity": 1.0, "distinct_tokens": 1.0}
 
 
 def test_token_statistics_of_an_empty_set():

@@ -3,7 +3,7 @@ PYTHON ?= python3
 STAMP := .installed
 
 BENCH_STAMP := .installed-bench
-BENCHMARKS := vq_step gumbel_step kmeans_fit large_codebook precision
+BENCHMARKS := vq_step gumbel_step kmeans_fit large_codebook precision timeseries_step
 
 DEMO_DIR ?= runs/demo
 

@@ -35,8 +35,12 @@ def main(argv):
   from vqlearn import sharding  # noqa: PLC0415  (JAX must not start before distributed init)
   if _DISTRIBUTED.value:
     sharding.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  from vqlearn.train import train_and_evaluate  # noqa: PLC0415
-  metrics = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  from vqlearn.train import Preempted, train_and_evaluate  # noqa: PLC0415
+  try:
+    metrics = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except Preempted as e:
+    logging.getLogger("vqlearn").warning("%s", e)
+    return
   if metrics:
     width = max(map(len, metrics))
     print("\n".join(f"{k:<{width}}  {v:.4f}" for k, v in sorted(metrics.items())))

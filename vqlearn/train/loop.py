@@ -33,6 +33,11 @@ CONFIG_FILE = "config.json"
 RESUMABLE_CHANGES = ("total_steps", "log_every", "eval_every", "checkpoint_every", "evals")
 
 
+class Preempted(Exception):
+  """Raised after the checkpoint at a preemption (SIGTERM) is saved, so that callers (sweeps,
+  notebooks) stop instead of carrying on; ``python -m vqlearn.main`` exits with status 0."""
+
+
 def build_model(config: ml_collections.ConfigDict):
   """The autoencoder named by ``config.model`` around the quantizer named by
   ``config.quantizer``; unknown names and options raise ValueError naming them."""
@@ -93,7 +98,13 @@ def _raise_if_bad(state: TrainState, checkpointer: Checkpointer) -> None:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains the tokenizer ``config`` describes, evaluates it and writes everything to
-  ``workdir``; returns the final evaluation metrics."""
+  ``workdir``; returns the final evaluation metrics.
+
+  Raises:
+    Preempted: on SIGTERM (or the cluster's preemption notice), after saving a checkpoint.
+    FloatingPointError: on a non-finite loss, keeping the last good checkpoint.
+    ValueError: on config errors, before anything is allocated.
+  """
   # ---------------------------------------------------------------------------------------
   # Logging, config and processes.
   # ---------------------------------------------------------------------------------------
@@ -211,8 +222,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         _raise_if_bad(state, checkpointer)
         checkpointer.save(step, state, train_iterator, force=True)
       if preempted:
-        log.warning("preempted at step %d: checkpoint saved, exiting", step)
-        return {}
+        raise Preempted(f"preempted at step {step}: checkpoint saved; run again to resume")
       if config.eval_every and step % config.eval_every == 0 and step < config.total_steps:
         evaluate(step)
   finally:

@@ -36,31 +36,17 @@ class Evaluation(NamedTuple):
 
 def component_configs(data_config: ml_collections.ConfigDict
                       ) -> list[ml_collections.ConfigDict]:
-  """One data config per set of a '+'-joined mixture (a generalist is scored on each)."""
-  if "+" not in data_config.name:
-    return [data_config]
+  """One data config per set of a '+'-joined mixture (a generalist is scored on each), each
+  keeping its channels together: training may split them into univariate examples, but a
+  series is classified (and its reconstruction scored) as the multichannel whole it is."""
   configs = []
-  for name in data_config.name.split("+"):
+  for name in data_config.name.split("+") if data_config.name != "files" else ["files"]:
     config = copy.deepcopy(data_config)
     with config.unlocked():
       config.name = name
+      config.split_channels = False
     configs.append(config)
   return configs
-
-
-def token_statistics(codes: np.ndarray, mask: np.ndarray) -> dict[str, float]:
-  """Perplexity and count of distinct whole tokens (all S symbols of a token together).
-
-  Comparable across families at equal bits: one 256-entry codebook, 8 bits and 2 x 16 groups
-  all have at most 256 distinct tokens, where ``perplexity`` sums per-symbol perplexities.
-  """
-  real = codes[mask > 0].reshape(-1, codes.shape[-1])
-  if not len(real):
-    return {"token_perplexity": 0.0, "distinct_tokens": 0.0}
-  _, counts = np.unique(real, axis=0, return_counts=True)
-  p = counts / counts.sum()
-  return {"token_perplexity": float(np.exp(-np.sum(p * np.log(p)))),
-          "distinct_tokens": float(len(counts))}
 
 
 class Evaluator:

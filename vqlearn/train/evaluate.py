@@ -49,6 +49,21 @@ def component_configs(data_config: ml_collections.ConfigDict
   return configs
 
 
+def token_statistics(codes: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+  """Perplexity and count of distinct whole tokens (all S symbols of a token together).
+
+  Comparable across families at equal bits: one 256-entry codebook, 8 bits and 2 x 16 groups
+  all have at most 256 distinct tokens, where ``perplexity`` sums per-symbol perplexities.
+  """
+  real = codes[mask > 0].reshape(-1, codes.shape[-1])
+  if not len(real):
+    return {"token_perplexity": 0.0, "distinct_tokens": 0.0}
+  _, counts = np.unique(real, axis=0, return_counts=True)
+  p = counts / counts.sum()
+  return {"token_perplexity": float(np.exp(-np.sum(p * np.log(p)))),
+          "distinct_tokens": float(len(counts))}
+
+
 class Evaluator:
   """Scores (params, model_state) on ``config.evals.split`` of every set in ``config.data``."""
 

@@ -186,3 +186,23 @@ def test_classify_codes_on_separable_codes_with_padding():
                                 CodeSpec(2, 6), k=1)
   assert scores == {"linear_probe": 1.0, "knn_histogram": 1.0, "knn_levenshtein": 1.0,
                     "knn_levenshtein_normalized": 1.0}
+
+
+def test_classify_codes_levenshtein_compares_channels_separately():
+  """Channel 0 carries the class (all code 0 or all code 1); three channels carry noise from a
+  large vocabulary. Tokens joining all four channels would never match, so a joint edit
+  distance would be 6 for every pair; summed per-channel distances separate the classes."""
+  rng = np.random.default_rng(0)
+  labels = np.array([0, 1] * 6)
+  codes = rng.integers(2, 1000, (12, 4, 6, 1))
+  codes[:, 0] = labels[:, None, None]
+  mask = np.ones(codes.shape[:3])
+  quantized = np.zeros(codes.shape[:3] + (2,), np.float32)
+  scores = probe.classify_codes(codes[:8], mask[:8], quantized[:8], labels[:8],
+                                codes[8:], mask[8:], quantized[8:], labels[8:], vocab_size=1000)
+  assert scores["knn_levenshtein"] == 1.0
+  assert scores["knn_levenshtein_normalized"] == 1.0
+  joint_test, joint_test_len = probe.code_sequences(codes[8:], mask[8:])
+  joint_train, joint_train_len = probe.code_sequences(codes[:8], mask[:8])
+  joint = probe.levenshtein_distances(joint_test, joint_test_len, joint_train, joint_train_len)
+  assert (joint == 6).all()

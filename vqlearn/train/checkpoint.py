@@ -17,14 +17,14 @@ import orbax.checkpoint as ocp
 
 
 class Checkpointer:
-  """Saves every ``every`` steps, on preemption and at the end; keeps the last ``keep``."""
+  """Saves when the loop says so (every ``checkpoint_every`` steps, on preemption, at the end)
+  and keeps the last ``keep``."""
 
-  def __init__(self, directory: str, *, every: int, keep: int):
+  def __init__(self, directory: str, *, keep: int):
     self._manager = ocp.CheckpointManager(
         os.path.abspath(directory),
-        options=ocp.CheckpointManagerOptions(
-            save_interval_steps=max(every, 1), max_to_keep=keep, create=True,
-            enable_async_checkpointing=True))
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                             enable_async_checkpointing=True))
     self._preempted = False
     if jax.process_count() == 1:  # multi-host runs learn of preemption through orbax
       signal.signal(signal.SIGTERM, self._on_sigterm)
@@ -40,12 +40,11 @@ class Checkpointer:
     """True when this process got SIGTERM or the cluster's preemption notice reached ``step``."""
     return self._preempted or self._manager.reached_preemption(step)
 
-  def save(self, step: int, state: Any, data_iterator: grain.DatasetIterator, *,
-           force: bool = False) -> bool:
-    """Saves (asynchronously) if ``step`` is due, or always with ``force``."""
-    return self._manager.save(step, args=ocp.args.Composite(
+  def save(self, step: int, state: Any, data_iterator: grain.DatasetIterator) -> None:
+    """Saves the state and the iterator position at ``step``, asynchronously."""
+    self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state),
-        data=grain.checkpoint.CheckpointSave(data_iterator)), force=force)
+        data=grain.checkpoint.CheckpointSave(data_iterator)), force=True)
 
   def restore(self, step: int, abstract_state: Any, data_iterator: grain.DatasetIterator
               ) -> Any:

@@ -160,7 +160,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   # Checkpoint: resume when one exists, else initialise (sharded, straight onto devices).
   # ---------------------------------------------------------------------------------------
   checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"),
-                              every=config.checkpoint_every, keep=config.keep_checkpoints)
+                              keep=config.keep_checkpoints)
   start = checkpointer.latest_step()
   if start is not None:
     state = checkpointer.restore(start, abstract_state, train_iterator)
@@ -220,7 +220,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       preempted = checkpointer.preempted(step)
       if step % config.checkpoint_every == 0 or preempted or step == config.total_steps:
         _raise_if_bad(state, checkpointer)
-        checkpointer.save(step, state, train_iterator, force=True)
+        checkpointer.save(step, state, train_iterator)
       if preempted:
         raise Preempted(f"preempted at step {step}: checkpoint saved; run again to resume")
       if config.eval_every and step % config.eval_every == 0 and step < config.total_steps:

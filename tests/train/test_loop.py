@@ -11,20 +11,15 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
-import jax
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 import pytest
 
 from configs import timeseries
+from tests.train.runs import REPO, final_params, main_command
 from vqlearn.train import loop, train_and_evaluate, writers
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 
 def smoke_config(data_dir, arg="smoke", **overrides):
   config = timeseries.get_config(arg)
@@ -33,20 +28,6 @@ def smoke_config(data_dir, arg="smoke", **overrides):
   config.evals.plots = False
   config.update_from_flattened_dict(overrides)
   return config
-
-
-def final_params(workdir):
-  """The parameters in a workdir's latest checkpoint, as numpy leaves, whatever devices and
-  processes saved it."""
-  directory = os.path.join(workdir, "checkpoints")
-  step = max(int(name) for name in os.listdir(directory) if name.isdigit())
-  path = os.path.join(directory, str(step), "state")
-  checkpointer = ocp.StandardCheckpointer()
-  here = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=here),
-                        checkpointer.metadata(path).item_metadata.tree)
-  restored = checkpointer.restore(path, target)
-  return step, [np.asarray(x) for x in jax.tree.leaves(restored["params"])]
 
 
 def assert_same(a, b):
@@ -147,16 +128,6 @@ def test_resume_with_a_changed_config_is_an_error(tmp_path, data_dir):
     train_and_evaluate(smoke_config(data_dir, total_steps=4, seed=1), workdir)
 
 
-def _main(workdir, data_dir, *extra, devices=2):
-  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="1",
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-  return [sys.executable, "-m", "vqlearn.main", "--config", "configs/timeseries.py:smoke",
-          "--workdir", workdir, f"--config.data.dir={data_dir}", "--config.eval_every=0",
-          "--config.evals.classify=False", "--config.evals.plots=False",
-          "--config.total_steps=200", "--config.checkpoint_every=10", "--config.log_every=10",
-          *extra], env
-
-
 def _run_until_checkpoint(command, env, checkpoints, at_least, sig):
   """Starts a run, sends ``sig`` once a checkpoint >= ``at_least`` exists; returns the exit code."""
   process = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.DEVNULL,
@@ -174,9 +145,9 @@ def _run_until_checkpoint(command, env, checkpoints, at_least, sig):
 
 def test_sigkill_and_sigterm_then_restart_is_bit_identical(tmp_path, data_dir):
   straight, interrupted = str(tmp_path / "straight"), str(tmp_path / "interrupted")
-  command, env = _main(straight, data_dir)
+  command, env = main_command(straight, data_dir)
   subprocess.run(command, env=env, cwd=REPO, check=True, capture_output=True)
-  command, env = _main(interrupted, data_dir)
+  command, env = main_command(interrupted, data_dir)
   checkpoints = os.path.join(interrupted, "checkpoints")
 
   # SIGKILL: whatever was being written is lost; the last complete checkpoint survives.
@@ -197,7 +168,8 @@ def test_sigkill_and_sigterm_then_restart_is_bit_identical(tmp_path, data_dir):
 
 
 def test_config_key_typo_on_the_command_line_fails(tmp_path, data_dir):
-  command, env = _main(str(tmp_path / "typo"), data_dir, "--config.optimizer.lerning_rate=1")
+  command, env = main_command(str(tmp_path / "typo"), data_dir,
+                              "--config.optimizer.lerning_rate=1")
   result = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True)
   assert result.returncode != 0
   assert "lerning_rate" in result.stderr

@@ -11,11 +11,10 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 
 import numpy as np
 
-from tests.train.test_loop import REPO, final_params
+from tests.train.runs import REPO, final_params, main_command
 
 
 def _free_port() -> int:
@@ -24,28 +23,18 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _command(workdir, data_dir, devices, *extra):
-  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="1",
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-  command = [sys.executable, "-m", "vqlearn.main", "--config", "configs/timeseries.py:smoke",
-             "--workdir", workdir, f"--config.data.dir={data_dir}", "--config.eval_every=0",
-             "--config.evals.classify=False", "--config.evals.plots=False",
-             "--config.total_steps=20", "--config.checkpoint_every=10", *extra]
-  return command, env
-
-
 def test_two_processes_match_one_process(tmp_path, data_dir):
   single = str(tmp_path / "single")
-  command, env = _command(single, data_dir, 2)
+  command, env = main_command(single, data_dir, total_steps=20)
   subprocess.run(command, env=env, cwd=REPO, check=True, capture_output=True)
 
   multi = str(tmp_path / "multi")
   address = f"127.0.0.1:{_free_port()}"
   processes = []
   for process_id in range(2):
-    command, env = _command(multi, data_dir, 1, "--distributed",
-                            f"--coordinator_address={address}", "--num_processes=2",
-                            f"--process_id={process_id}")
+    command, env = main_command(multi, data_dir, "--distributed",
+                                f"--coordinator_address={address}", "--num_processes=2",
+                                f"--process_id={process_id}", devices=1, total_steps=20)
     processes.append(subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT, text=True))
   outputs = [p.communicate(timeout=300)[0] for p in processes]

@@ -13,7 +13,7 @@ ready for a metric writer.
 """
 
 from vqlearn.evaluators import codebook, probe, reconstruction
-from vqlearn.evaluators.codebook import code_counts_per_symbol, codebook_health
+from vqlearn.evaluators.codebook import code_counts_per_symbol, codebook_health, token_statistics
 from vqlearn.evaluators.probe import (classify_codes, code_histograms, code_sequences,
                                       euclidean_distances, knn_accuracy, knn_predict,
                                       levenshtein_distances, linear_probe_accuracy,
@@ -22,7 +22,7 @@ from vqlearn.evaluators.reconstruction import reconstruction_errors
 
 __all__ = [
     "codebook", "probe", "reconstruction",
-    "code_counts_per_symbol", "codebook_health",
+    "code_counts_per_symbol", "codebook_health", "token_statistics",
     "classify_codes", "code_histograms", "code_sequences", "euclidean_distances",
     "knn_accuracy", "knn_predict", "levenshtein_distances", "linear_probe_accuracy",
     "pooled_embeddings", "raw_1nn_accuracy",

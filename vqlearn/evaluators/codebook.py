@@ -114,3 +114,18 @@ def codebook_health(codes, mask, spec: CodeSpec | int) -> dict[str, float]:
       "bits_per_token": counts.shape[0] * math.log2(vocab),
       "num_tokens": float(total[0, 0]) if total.size else 0.0,
   }
+
+
+def token_statistics(codes: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+  """Perplexity and count of distinct whole tokens (all S symbols of a token together).
+
+  Comparable across families at equal bits: one 256-entry codebook, 8 bits and 2 x 16 groups
+  all have at most 256 distinct tokens, where ``perplexity`` sums per-symbol perplexities.
+  """
+  real = codes[mask > 0].reshape(-1, codes.shape[-1])
+  if not len(real):
+    return {"token_perplexity": 0.0, "distinct_tokens": 0.0}
+  _, counts = np.unique(real, axis=0, return_counts=True)
+  p = counts / counts.sum()
+  return {"token_perplexity": float(np.exp(-np.sum(p * np.log(p)))),
+          "distinct_tokens": float(len(counts))}

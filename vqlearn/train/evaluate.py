@@ -49,21 +49,6 @@ def component_configs(data_config: ml_collections.ConfigDict
   return configs
 
 
-def token_statistics(codes: np.ndarray, mask: np.ndarray) -> dict[str, float]:
-  """Perplexity and count of distinct whole tokens (all S symbols of a token together).
-
-  Comparable across families at equal bits: one 256-entry codebook, 8 bits and 2 x 16 groups
-  all have at most 256 distinct tokens, where ``perplexity`` sums per-symbol perplexities.
-  """
-  real = codes[mask > 0].reshape(-1, codes.shape[-1])
-  if not len(real):
-    return {"token_perplexity": 0.0, "distinct_tokens": 0.0}
-  _, counts = np.unique(real, axis=0, return_counts=True)
-  p = counts / counts.sum()
-  return {"token_perplexity": float(np.exp(-np.sum(p * np.log(p)))),
-          "distinct_tokens": float(len(counts))}
-
-
 class Evaluator:
   """Scores (params, model_state) on ``config.evals.split`` of every set in ``config.data``."""
 
@@ -122,10 +107,12 @@ class Evaluator:
                                                      eval_set.windows.mask))
       scores.update(evaluators.codebook_health(out["codes"], out["latent_mask"],
                                                self._vocab_size))
-      scores.update(token_statistics(out["codes"], out["latent_mask"]))
+      scores.update(evaluators.token_statistics(out["codes"], out["latent_mask"]))
       if eval_set.train is not None:
         train = self._run(params, model_state, eval_set.train)
-        test = self._run(params, model_state, eval_set.test)
+        # Whole-series evaluation (window 0) has already run the test split.
+        test = out if eval_set.windows is eval_set.test else self._run(
+            params, model_state, eval_set.test)
         scores.update(evaluators.classify_codes(
             train["codes"], train["latent_mask"], train["quantized"], eval_set.train.labels,
             test["codes"], test["latent_mask"], test["quantized"], eval_set.test.labels,

@@ -59,7 +59,7 @@ import harness
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from configs import timeseries  # noqa: E402
 from vqlearn import data  # noqa: E402
-from vqlearn.train import loop, step as train_step_lib, train_state  # noqa: E402
+from vqlearn.train import loop, step as train_step_lib, tasks, train_state  # noqa: E402
 
 CONFIG = "quantizer=vq,dataset=ACSF1"
 TORCH_COMPILE_LIMIT_S = 180.0
@@ -141,12 +141,13 @@ def vqlearn_step(config, host_batches: list[dict[str, np.ndarray]]):
   tx, schedule = train_state.make_optimizer(config.optimizer, config.total_steps)
   init_rng, step_rng = jax.random.split(jax.random.PRNGKey(config.seed))
   batch_spec = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in host_batches[0].items()}
-  x_spec = jax.ShapeDtypeStruct(batch_spec["series"].shape, jnp.float32)
-  init = lambda rng: train_state.init_train_state(model, tx, rng, x_spec)
+  task = tasks.get(config)
+  init = lambda rng: train_state.init_train_state(
+      lambda key: task.init(model, key, batch_spec), tx, rng)
   abstract_state = jax.eval_shape(init, init_rng)
   state = jax.jit(init)(init_rng)
-  step = train_step_lib.make_train_step(model, tx, config.loss_weights.to_dict(), schedule,
-                                        step_rng)
+  step = train_step_lib.make_train_step(task, model, tx, config.loss_weights.to_dict(),
+                                        schedule, step_rng)
   start = time.perf_counter()
   compiled = jax.jit(step, donate_argnums=0).lower(abstract_state, batch_spec).compile()
   compile_s = time.perf_counter() - start

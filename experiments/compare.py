@@ -40,7 +40,7 @@ def load_runs(root: str) -> list[tuple[dict, dict, dict]]:
     if evals:
       info = next((r for r in records if r["kind"] == "info"), {})
       train = [r for r in records if r["kind"] == "train"]
-      info = {**info, **({"series_per_second": train[-1].get("series_per_second")}
+      info = {**info, **({"examples_per_second": train[-1].get("examples_per_second")}
                          if train else {})}
       with open(path) as f:
         runs.append((json.load(f), evals[-1], info))

@@ -4,7 +4,7 @@
 def test_evaluation_scores_whole_multichannel_series(data_dir):
   from configs import timeseries
   from vqlearn import data
-  from vqlearn.train.evaluate import component_configs
+  from vqlearn.train.tasks.timeseries import component_configs
 
   config = timeseries.get_config("dataset=BasicMotions+GunPoint")
   config.data.dir = data_dir

@@ -24,6 +24,11 @@ MODELS: dict[str, Callable[..., Autoencoder]] = {
     "totem": totem,
 }
 
+# Model name -> its modality, which picks the trainer's Task (vqlearn.train.tasks.TASKS).
+MODALITY: dict[str, str] = {
+    "totem": "timeseries",
+}
+
 
 def names() -> tuple[str, ...]:
   """Every name ``get`` accepts."""
@@ -55,7 +60,7 @@ def get(name: str, quantizer: Quantizer, **kwargs: Any) -> Autoencoder:
 
 
 __all__ = [
-    "Autoencoder", "AutoencoderOutput", "Tokenizer", "make_autoencoder", "MODELS", "get",
-    "names", "totem", "TotemEncoder", "TotemDecoder", "RevinStats", "revin_normalize",
+    "Autoencoder", "AutoencoderOutput", "Tokenizer", "make_autoencoder", "MODALITY", "MODELS",
+    "get", "names", "totem", "TotemEncoder", "TotemDecoder", "RevinStats", "revin_normalize",
     "revin_denormalize",
 ]

@@ -15,14 +15,12 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from vqlearn import data, models, quantizers, sharding
-from vqlearn.train import plots, writers
+from vqlearn import models, quantizers, sharding
+from vqlearn.train import tasks, writers
 from vqlearn.train.checkpoint import Checkpointer
-from vqlearn.train.evaluate import Evaluator
 from vqlearn.train.step import make_train_step
 from vqlearn.train.train_state import NO_BAD_STEP, TrainState, init_train_state, make_optimizer
 
@@ -130,11 +128,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   # ---------------------------------------------------------------------------------------
   # Model and input: names resolve (and fail) before any data is read.
   # ---------------------------------------------------------------------------------------
+  task = tasks.get(config)
   model = build_model(config)
-  train_iterator = data.train_iterator(
-      config.data, global_batch_size=config.batch_size, seed=config.seed,
-      pad_multiple=model.compression, process_index=jax.process_index(),
-      process_count=jax.process_count())
+  train_iterator = task.train_iterator(
+      config, model, global_batch_size=config.batch_size, seed=config.seed,
+      process_index=jax.process_index(), process_count=jax.process_count())
   local_batch = _peek(train_iterator)
   batch_spec = {key: jax.ShapeDtypeStruct((config.batch_size,) + value.shape[1:], value.dtype,
                                           sharding=batch_sharding)
@@ -146,10 +144,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   tx, schedule = make_optimizer(config.optimizer, config.total_steps)
   root = jax.random.PRNGKey(config.seed)
   init_rng, step_rng = jax.random.split(root)
-  x_spec = jax.ShapeDtypeStruct(batch_spec["series"].shape, jnp.float32)
-  init = lambda rng: init_train_state(model, tx, rng, x_spec)
+  init = lambda rng: init_train_state(lambda key: task.init(model, key, batch_spec), tx, rng)
   abstract_state = jax.eval_shape(init, init_rng)
-  train_step = make_train_step(model, tx, config.loss_weights.to_dict(), schedule, step_rng)
+  train_step = make_train_step(task, model, tx, config.loss_weights.to_dict(), schedule, step_rng)
   jax.eval_shape(train_step, abstract_state, batch_spec)  # config errors surface here
   state_sharding = jax.tree.map(lambda _: replicated, abstract_state)
   abstract_state = jax.tree.map(
@@ -179,7 +176,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                                "devices": jax.device_count(),
                                "processes": jax.process_count()})
 
-  evaluator = Evaluator(config, model) if is_writer else None
+  evaluator = task.evaluator(config, model) if is_writer else None
   evaluation = None
 
   def evaluate(step: int):
@@ -212,7 +209,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         metrics = {k: float(v) for k, v in _host(metrics).items()}
         elapsed = time.perf_counter() - interval_start
         metrics["steps_per_second"] = interval_steps / elapsed
-        metrics["series_per_second"] = interval_steps * config.batch_size / elapsed
+        metrics["examples_per_second"] = interval_steps * config.batch_size / elapsed
         writer.write(step, "train", metrics)
         progress.update(step, loss=metrics["loss"], perplexity=metrics["perplexity"])
         interval_start, interval_steps = time.perf_counter(), 0
@@ -233,13 +230,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   # Final evaluation and plots.
   # ---------------------------------------------------------------------------------------
   evaluate(config.total_steps)
-  if evaluation is not None and config.evals.plots:
-    plots.plot_reconstructions(os.path.join(workdir, "reconstructions.png"),
-                               evaluation.inputs, evaluation.reconstructions, evaluation.mask)
-    plots.plot_code_usage(os.path.join(workdir, "code_usage.png"), evaluation.code_counts)
-    records = writers.read_metrics(os.path.join(workdir, "metrics.jsonl"))
-    plots.plot_curves(os.path.join(workdir, "curves.png"), records,
-                      ["train/loss", "train/reconstruction", "train/perplexity",
-                       "eval/perplexity", "eval/mse"])
+  if evaluation is not None and evaluation.plot is not None and config.evals.plots:
+    evaluation.plot(workdir)
   writer.close()
   return evaluation.metrics if evaluation is not None else {}

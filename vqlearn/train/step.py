@@ -1,4 +1,5 @@
-"""The loss and the jitted train and eval steps."""
+"""The loss and the train step, the same for every modality (its ``Task`` supplies the
+reconstruction loss)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vqlearn import losses
 from vqlearn.train.train_state import NO_BAD_STEP, TrainState
 from vqlearn.types import Array, Batch, Metrics
 
@@ -21,33 +21,32 @@ def check_loss_weights(weights: Mapping[str, float], returned: set[str]) -> None
                      f"return; it returns {sorted(returned)}")
 
 
-def make_loss_fn(model, loss_weights: Mapping[str, float]) -> Callable:
+def make_loss_fn(task, model, loss_weights: Mapping[str, float]) -> Callable:
   """loss(params, model_state, batch, rng) -> (total, (model_state, metrics)).
 
-  total = masked reconstruction MSE on the normalised series + sum_k w_k * quantizer loss k.
+  total = the task's reconstruction loss + sum_k w_k * quantizer loss k.
   """
   weights = dict(loss_weights)
 
   def loss_fn(params, model_state, batch: Batch, rng: Array):
-    out, model_state = model.apply(params, model_state, batch["series"], mask=batch["mask"],
-                                   rng=rng, train=True)
-    check_loss_weights(weights, set(out.quantizer.losses))
-    reconstruction = losses.masked_mse(out.target, out.reconstruction, batch["mask"])
-    total = reconstruction + sum(w * out.quantizer.losses[k] for k, w in weights.items())
+    reconstruction, q_out, model_state, task_metrics = task.loss(model, params, model_state,
+                                                                 batch, rng)
+    check_loss_weights(weights, set(q_out.losses))
+    total = reconstruction + sum(w * q_out.losses[k] for k, w in weights.items())
     metrics = {"loss": total, "reconstruction": reconstruction,
-               **{f"loss/{k}": v for k, v in out.quantizer.losses.items()},
-               **out.quantizer.metrics}
+               **{f"loss/{k}": v for k, v in q_out.losses.items()},
+               **q_out.metrics, **task_metrics}
     return total, (model_state, metrics)
 
   return loss_fn
 
 
-def make_train_step(model, tx: optax.GradientTransformation, loss_weights: Mapping[str, float],
-                    schedule: Callable[[Array], Array], base_rng: Array
-                    ) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
+def make_train_step(task, model, tx: optax.GradientTransformation,
+                    loss_weights: Mapping[str, float], schedule: Callable[[Array], Array],
+                    base_rng: Array) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
   """One update. The step's randomness is ``fold_in(base_rng, step)``, so a resumed run draws
   exactly what an uninterrupted one would."""
-  loss_fn = make_loss_fn(model, loss_weights)
+  loss_fn = make_loss_fn(task, model, loss_weights)
 
   def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
     rng = jax.random.fold_in(base_rng, state.step)
@@ -69,11 +68,3 @@ def make_train_step(model, tx: optax.GradientTransformation, loss_weights: Mappi
 
   return train_step
 
-
-def make_eval_apply(model) -> Callable:
-  """apply(params, model_state, series, mask) in eval mode -> AutoencoderOutput (jitted)."""
-  @jax.jit
-  def eval_apply(params, model_state, series, mask):
-    out, _ = model.apply(params, model_state, series, mask=mask, train=False)
-    return out
-  return eval_apply

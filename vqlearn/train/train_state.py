@@ -68,10 +68,11 @@ def make_optimizer(config: ml_collections.ConfigDict, total_steps: int
   return tx, schedule
 
 
-def init_train_state(model, tx: optax.GradientTransformation, rng: Array,
-                     x_spec: jax.ShapeDtypeStruct) -> TrainState:
-  """A fresh state; pure, so ``jax.eval_shape`` can size it before anything is allocated."""
-  params, model_state = model.init(rng, x_spec)
+def init_train_state(init_model: Callable[[Array], tuple[Params, State]],
+                     tx: optax.GradientTransformation, rng: Array) -> TrainState:
+  """A fresh state from ``init_model(rng) -> (params, model_state)``; pure, so
+  ``jax.eval_shape`` can size it before anything is allocated."""
+  params, model_state = init_model(rng)
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
                     opt_state=tx.init(params),
                     bad_step=jnp.full((), NO_BAD_STEP, jnp.int32))

@@ -1,20 +1,52 @@
-"""Evaluation of a tokenizer on held-out data: reconstruction, codebook health and the
-downstream quality of its codes, each classifier beside the raw-series 1-NN baseline.
+"""The time-series task: windows of UCR/UEA (or the user's) series through a TOTEM-style
+autoencoder, scored on held-out data by reconstruction, codebook health and the downstream
+quality of its codes, each classifier beside the raw-series 1-NN baseline.
 
-Data is loaded once per run; the raw baseline, which does not depend on the model, is computed
-once. Evaluation runs on one process with local copies of the parameters (no collectives).
+Evaluation data is loaded once per run; the raw baseline, which does not depend on the model,
+is computed once. Evaluation runs on one process with local copies of the parameters (no
+collectives).
 """
 
 from __future__ import annotations
 
 import copy
+import os
 from typing import Any, NamedTuple
 
+import jax
 import ml_collections
 import numpy as np
 
-from vqlearn import data, evaluators
-from vqlearn.train.step import make_eval_apply
+from vqlearn import data, evaluators, losses
+from vqlearn.train import plots, writers
+from vqlearn.train.tasks import Evaluation, Task
+
+
+def train_iterator(config: ml_collections.ConfigDict, model, **kwargs: Any):
+  """``data.train_iterator`` on ``config.data``, windows padded to the model's compression:
+  batches ``{'series': (LB, W, C), 'mask': (LB, W), 'label': (LB,)}``."""
+  return data.train_iterator(config.data, pad_multiple=model.compression, **kwargs)
+
+
+def init(model, rng, batch_spec):
+  return model.init(rng, jax.ShapeDtypeStruct(batch_spec["series"].shape, np.float32))
+
+
+def loss(model, params, model_state, batch, rng):
+  """Masked MSE between the normalised (RevIN'd) series and its reconstruction."""
+  out, model_state = model.apply(params, model_state, batch["series"], mask=batch["mask"],
+                                 rng=rng, train=True)
+  reconstruction = losses.masked_mse(out.target, out.reconstruction, batch["mask"])
+  return reconstruction, out.quantizer, model_state, {}
+
+
+def make_eval_apply(model):
+  """apply(params, model_state, series, mask) in eval mode -> AutoencoderOutput (jitted)."""
+  @jax.jit
+  def eval_apply(params, model_state, series, mask):
+    out, _ = model.apply(params, model_state, series, mask=mask, train=False)
+    return out
+  return eval_apply
 
 
 class EvalSet(NamedTuple):
@@ -23,15 +55,6 @@ class EvalSet(NamedTuple):
   train: data.SeriesSet | None  # whole series, for the classifiers
   test: data.SeriesSet | None
   raw_1nn: float | None
-
-
-class Evaluation(NamedTuple):
-  metrics: dict[str, float]
-  # For the plots: the first set's windows, their reconstructions and code counts (S, V).
-  inputs: np.ndarray
-  reconstructions: np.ndarray
-  mask: np.ndarray
-  code_counts: np.ndarray
 
 
 def component_configs(data_config: ml_collections.ConfigDict
@@ -95,7 +118,7 @@ class Evaluator:
 
   def __call__(self, params, model_state) -> Evaluation:
     metrics: dict[str, float] = {}
-    plots: dict[str, Any] = {}
+    shown: dict[str, np.ndarray] = {}  # the first set's windows, for the plots
     for eval_set in self._sets:
       prefix = f"{eval_set.name}/" if len(self._sets) > 1 else ""
       out = self._run(params, model_state, eval_set.windows)
@@ -119,9 +142,23 @@ class Evaluator:
             vocab_size=self._vocab_size, k=self._config.knn_k))
         scores["raw_1nn"] = eval_set.raw_1nn
       metrics.update({prefix + k: float(v) for k, v in scores.items()})
-      if not plots:
-        plots = dict(inputs=out["target"], reconstructions=out["reconstruction"],
+      if not shown:
+        shown = dict(inputs=out["target"], reconstructions=out["reconstruction"],
                      mask=eval_set.windows.mask,
                      code_counts=evaluators.code_counts_per_symbol(
                          out["codes"], out["latent_mask"], self._vocab_size))
-    return Evaluation(metrics=metrics, **plots)
+    return Evaluation(metrics=metrics, plot=lambda workdir: _plot(workdir, **shown))
+
+
+def _plot(workdir: str, *, inputs, reconstructions, mask, code_counts) -> None:
+  """Reconstructions vs inputs, code usage and the training curves, as PNGs in workdir."""
+  plots.plot_reconstructions(os.path.join(workdir, "reconstructions.png"), inputs,
+                             reconstructions, mask)
+  plots.plot_code_usage(os.path.join(workdir, "code_usage.png"), code_counts)
+  records = writers.read_metrics(os.path.join(workdir, "metrics.jsonl"))
+  plots.plot_curves(os.path.join(workdir, "curves.png"), records,
+                    ["train/loss", "train/reconstruction", "train/perplexity",
+                     "eval/perplexity", "eval/mse"])
+
+
+TASK = Task(train_iterator=train_iterator, init=init, loss=loss, evaluator=Evaluator)

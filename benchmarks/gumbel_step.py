@@ -99,7 +99,8 @@ def torch_forward(x, w, b, book, mix):
 
 
 def torch_step(x, w, codebook, mix):
-  tensors = [torch.tensor(x), torch.tensor(w), torch.zeros(G * V), torch.tensor(codebook)]
+  tensors = [harness.tensor(x), harness.tensor(w), harness.tensor(np.zeros(G * V, np.float32)),
+             harness.tensor(codebook)]
   for t in tensors:
     t.requires_grad_(True)
 

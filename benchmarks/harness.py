@@ -1,4 +1,4 @@
-"""Shared measurement code for the CPU benchmarks in this folder (PERF_NOTES.md, hygiene).
+"""Shared measurement code for the benchmarks in this folder (PERF_NOTES.md, hygiene).
 
 Every benchmark times vqlearn and its peers in one process, interleaved (A B A B ...), on the
 same shapes and thread count, after an untimed call and a short pause before each timed block,
@@ -19,12 +19,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-THREADS = 2  # the development/CI machines have 2 cores; every framework gets both.
+# On an accelerator host JAX's default backend is the GPU, and the PyTorch peers run there too
+# (same device for both); the CPU-only peers (faiss, scikit-learn) get every host core.
+ON_GPU = jax.default_backend() == "gpu"
+TORCH_DEVICE = "cuda" if ON_GPU else "cpu"
+# The development/CI machines have 2 cores; every framework gets both.
+THREADS = os.cpu_count() if ON_GPU else 2
 PAUSE_S = 0.05  # lets the other frameworks' thread pools go idle before a timed block.
 
 
 def set_threads(threads: int = THREADS) -> None:
-  """Same thread count for torch and faiss (XLA and OpenBLAS use every core, i.e. 2, here)."""
+  """Same thread count for torch and faiss (XLA and OpenBLAS use every core)."""
   try:
     import torch
     torch.set_num_threads(threads)
@@ -53,7 +58,8 @@ def environment() -> dict:
     torch_threads = None
   return {
       "threads": THREADS, "torch_threads": torch_threads, "cpu_count": os.cpu_count(),
-      "machine": _cpu_model(), "load_average": os.getloadavg(),
+      "machine": _cpu_model(), "jax_device": jax.devices()[0].device_kind,
+      "torch_device": TORCH_DEVICE, "load_average": os.getloadavg(),
       "python": platform.python_version(), "jax": jax.__version__,
       "torch": _version("torch"), "faiss": _version("faiss"), "sklearn": _version("sklearn"),
       "vector_quantize_pytorch": _package_version("vector-quantize-pytorch"),
@@ -82,8 +88,17 @@ def _package_version(name: str) -> str | None:
 
 
 def block(value):
-  """Waits for JAX's asynchronous dispatch; torch/numpy results are already computed."""
+  """Waits for JAX's asynchronous dispatch and, on a GPU, for PyTorch's CUDA stream."""
+  if ON_GPU:
+    import torch
+    torch.cuda.synchronize()
   return jax.block_until_ready(value)
+
+
+def tensor(array, *, requires_grad: bool = False):
+  """A PyTorch copy of ``array`` on the peers' device."""
+  import torch
+  return torch.tensor(array, device=TORCH_DEVICE, requires_grad=requires_grad)
 
 
 def timed(fn: Callable[[], object]) -> float:

@@ -87,7 +87,8 @@ def plain_forward(x: torch.Tensor, e: torch.Tensor):
   quantized = x + (q - x).detach()
   # index_add rather than bincount: its output shape does not depend on the data, so
   # torch.compile keeps one graph.
-  counts = torch.zeros(k, dtype=x.dtype).index_add_(0, idx, torch.ones_like(idx, dtype=x.dtype))
+  ones = torch.ones_like(idx, dtype=x.dtype)
+  counts = torch.zeros(k, dtype=x.dtype, device=x.device).index_add_(0, idx, ones)
   p = counts / idx.shape[0]
   perplexity = torch.exp(-(p * torch.log(p + 1e-10)).sum())
   loss = codebook_loss + BETA * commitment + quantized.sum()
@@ -96,8 +97,8 @@ def plain_forward(x: torch.Tensor, e: torch.Tensor):
 
 def plain_step(x: np.ndarray, codebook: np.ndarray, compiled: bool):
   forward = torch.compile(plain_forward, dynamic=False) if compiled else plain_forward
-  xt = torch.tensor(x, requires_grad=True)
-  et = torch.tensor(codebook, requires_grad=True)
+  xt = harness.tensor(x, requires_grad=True)
+  et = harness.tensor(codebook, requires_grad=True)
 
   def run():
     loss, perplexity, idx = forward(xt, et)
@@ -110,11 +111,11 @@ def vqp_step(x: np.ndarray, codebook: np.ndarray, ema: bool):
   k = codebook.shape[0]
   options = dict(decay=0.99) if ema else dict(ema_update=False, learnable_codebook=True)
   module = VectorQuantize(dim=D, codebook_size=k, commitment_weight=BETA, rotation_trick=False,
-                          **options)
+                          **options).to(harness.TORCH_DEVICE)
   with torch.no_grad():
-    module._codebook.embed.copy_(torch.tensor(codebook)[None])
+    module._codebook.embed.copy_(harness.tensor(codebook)[None])
   module.train()
-  xt = torch.tensor(x, requires_grad=True)
+  xt = harness.tensor(x, requires_grad=True)
   inputs = [xt] + [p for p in module.parameters() if p.requires_grad]
 
   def run():

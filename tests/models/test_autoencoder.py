@@ -150,7 +150,7 @@ def test_unknown_model_and_option():
     models.get("totem", q, hiden=64)
   with pytest.raises(ValueError, match="quantizer"):
     models.get("totem", "vq")
-  assert models.names() == ("totem",)
+  assert "totem" in models.names()
 
 
 @pytest.mark.parametrize("kwargs,match", [

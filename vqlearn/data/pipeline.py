@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import threading
-from typing import Any
+from typing import Any, Callable
 
 import grain
 import numpy as np
@@ -176,7 +176,7 @@ def training_examples(data_config: Any, *, pad_multiple: int = 1) -> preprocess.
                             options.window, options.stride, pad_multiple=pad_multiple)
 
 
-class _IndexStream:
+class IndexStream:
   """Element b: the example indices of stream positions [b*size, (b+1)*size).
 
   The stream is endless: epoch e is a permutation of range(n) drawn from (seed, e). Permuting
@@ -210,7 +210,7 @@ class _IndexStream:
     return out
 
 
-class _Gather:
+class Gather:
   """Maps example indices to a batch dict (module-level class: picklable for grain workers)."""
 
   def __init__(self, examples: preprocess.SeriesSet):
@@ -219,6 +219,46 @@ class _Gather:
   def __call__(self, indices: np.ndarray) -> dict[str, np.ndarray]:
     return {"series": self._series[indices], "mask": self._mask[indices],
             "label": self._labels[indices]}
+
+
+def batch_iterator(num_examples: int, gather: Callable[[np.ndarray], dict[str, np.ndarray]],
+                   *, global_batch_size: int, seed: int, process_index: int = 0,
+                   process_count: int = 1) -> grain.DatasetIterator:
+  """Endless, reshuffled-every-epoch batches for this process: every modality's iterator.
+
+  Epoch e is a permutation of range(num_examples) drawn from (seed, e); global batch s is
+  positions [s*GB, (s+1)*GB) of that stream, and process p of P gathers its contiguous
+  GB/P-row slice. So global batch s depends only on (examples, seed, s), whatever P.
+
+  Args:
+    num_examples: how many training examples there are.
+    gather: ``indices (LB,) -> batch dict``, each leaf with the example axis first; a
+      module-level class or function, so grain can pickle it for its workers.
+    global_batch_size: examples per step over all processes; divisible by process_count.
+    seed: the shuffle seed (any non-negative integer).
+    process_index: this process, in [0, process_count).
+    process_count: how many processes share each global batch.
+
+  Returns:
+    A grain iterator of ``gather``'s dicts. It supports ``get_state()``/``set_state()`` and
+    orbax via ``grain.checkpoint.CheckpointSave``/``CheckpointRestore``; its state (the step
+    count) is the same on every process.
+  """
+  for name, value, minimum in (("global_batch_size", global_batch_size, 1),
+                               ("process_count", process_count, 1), ("seed", seed, 0)):
+    preprocess.check_int(name, value, minimum)
+  if not (isinstance(process_index, (int, np.integer)) and 0 <= process_index < process_count):
+    raise ValueError(f"process_index must be in [0, process_count) = [0, {process_count}), "
+                     f"got {process_index!r}")
+  if global_batch_size % process_count:
+    raise ValueError(f"global_batch_size ({global_batch_size}) must be divisible by "
+                     f"process_count ({process_count})")
+  local = global_batch_size // process_count
+  # Element b of the stream holds local batch b; process p takes b = s*P + p at step s.
+  ds = grain.MapDataset.source(IndexStream(num_examples, local, int(seed)))
+  ds = ds[process_index::process_count].map(gather)
+  # Gathering from memory is cheap: a small prefetch keeps memory bounded for long examples.
+  return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=2)))
 
 
 def train_iterator(data_config: Any, *, global_batch_size: int, seed: int,
@@ -240,19 +280,7 @@ def train_iterator(data_config: Any, *, global_batch_size: int, seed: int,
     ``get_state()``/``set_state()`` and orbax via ``grain.checkpoint.CheckpointSave``/
     ``CheckpointRestore``; its state (the step count) is the same on every process.
   """
-  for name, value, minimum in (("global_batch_size", global_batch_size, 1),
-                               ("process_count", process_count, 1), ("seed", seed, 0)):
-    preprocess.check_int(name, value, minimum)
-  if not (isinstance(process_index, (int, np.integer)) and 0 <= process_index < process_count):
-    raise ValueError(f"process_index must be in [0, process_count) = [0, {process_count}), "
-                     f"got {process_index!r}")
-  if global_batch_size % process_count:
-    raise ValueError(f"global_batch_size ({global_batch_size}) must be divisible by "
-                     f"process_count ({process_count})")
   examples = training_examples(data_config, pad_multiple=pad_multiple)
-  local = global_batch_size // process_count
-  # Element b of the stream holds local batch b; process p takes b = s*P + p at step s.
-  ds = grain.MapDataset.source(_IndexStream(len(examples.series), local, int(seed)))
-  ds = ds[process_index::process_count].map(_Gather(examples))
-  # Gathering from memory is cheap: a small prefetch keeps memory bounded for long series.
-  return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=2)))
+  return batch_iterator(len(examples.series), Gather(examples),
+                        global_batch_size=global_batch_size, seed=seed,
+                        process_index=process_index, process_count=process_count)

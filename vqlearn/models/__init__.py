@@ -18,15 +18,20 @@ from vqlearn.models.autoencoder import (Autoencoder, AutoencoderOutput, Tokenize
                                         make_autoencoder)
 from vqlearn.models.timeseries import (RevinStats, TotemDecoder, TotemEncoder,
                                        revin_denormalize, revin_normalize, totem)
+from vqlearn.models.graph import GraphModel, KgModel, bag_of_codes, kg_codes, vqgraph
 from vqlearn.quantizers.base import Quantizer
 
 MODELS: dict[str, Callable[..., Autoencoder]] = {
     "totem": totem,
+    "vqgraph": vqgraph,
+    "kg_codes": kg_codes,
 }
 
 # Model name -> its modality, which picks the trainer's Task (vqlearn.train.tasks.TASKS).
 MODALITY: dict[str, str] = {
     "totem": "timeseries",
+    "vqgraph": "graph",
+    "kg_codes": "kg",
 }
 
 
@@ -63,4 +68,5 @@ __all__ = [
     "Autoencoder", "AutoencoderOutput", "Tokenizer", "make_autoencoder", "MODALITY", "MODELS",
     "get", "names", "totem", "TotemEncoder", "TotemDecoder", "RevinStats", "revin_normalize",
     "revin_denormalize",
+    "vqgraph", "kg_codes", "bag_of_codes", "GraphModel", "KgModel",
 ]

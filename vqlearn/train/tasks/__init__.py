@@ -25,6 +25,8 @@ from vqlearn import models
 # optional dependencies are only needed when it runs).
 TASKS: dict[str, str] = {
     "timeseries": "vqlearn.train.tasks.timeseries",
+    "graph": "vqlearn.train.tasks.graph",
+    "kg": "vqlearn.train.tasks.kg",
 }
 
 

@@ -51,3 +51,79 @@ def masked_mse(target: Array, prediction: Array, mask: Array | None = None) -> A
 def masked_mae(target: Array, prediction: Array, mask: Array | None = None) -> Array:
   """Mean absolute error over real samples and channels; arguments as ``masked_mse``."""
   return _masked_mean(jnp.abs, target, prediction, mask)
+
+
+# ----------------------------------------------------------------------------------------------
+# EEG: BrainOmni's tokenizer loss (OpenTSLab/BrainOmni, braintokenizer/model_utils/loss.py).
+# ----------------------------------------------------------------------------------------------
+
+def _per_channel_mean(values: Array, channel_mask: Array) -> Array:
+  """Mean of (B, C) values over the real channels (channel_mask 1)."""
+  real = channel_mask > 0
+  return jnp.sum(jnp.where(real, values, 0.0)) / jnp.maximum(jnp.sum(real.astype(F32)), 1.0)
+
+
+def pearson_per_channel(target: Array, prediction: Array) -> Array:
+  """(B, T, C) -> (B, C) Pearson correlation over time, as BrainOmni's ``get_pcc``:
+  unbiased covariance over the product of unbiased standard deviations plus 1e-6."""
+  t = target.astype(F32) - jnp.mean(target.astype(F32), axis=1, keepdims=True)
+  p = prediction.astype(F32) - jnp.mean(prediction.astype(F32), axis=1, keepdims=True)
+  n = target.shape[1]
+  covariance = jnp.sum(t * p, axis=1) / (n - 1)
+  # sqrt(sum of squares) has an infinite gradient at 0 (a flat window); its square does not.
+  std = lambda x: jnp.sqrt(jnp.maximum(jnp.sum(jnp.square(x), axis=1) / (n - 1), 1e-20))
+  return covariance / (std(t) * std(p) + 1e-6)
+
+
+def hamming_spectrum(x: Array) -> Array:
+  """rfft over axis 1 of (B, T, C) after torch's periodic Hamming window, ``norm='ortho'``."""
+  n = x.shape[1]
+  window = 0.54 - 0.46 * jnp.cos(2 * jnp.pi * jnp.arange(n, dtype=F32) / n)
+  return jnp.fft.rfft(x.astype(F32) * window[None, :, None], axis=1, norm="ortho")
+
+
+def _safe_angle(z: Array) -> Array:
+  # angle's gradient is 0/0 at z = 0; such bins carry no phase, so give them a fixed one.
+  tiny = jnp.square(jnp.abs(z)) < 1e-20
+  return jnp.angle(jnp.where(tiny, jnp.ones_like(z), z))
+
+
+def brainomni_loss(target: Array, prediction: Array, channel_mask: Array | None = None
+                   ) -> dict[str, Array]:
+  """BrainOmni's reconstruction loss: L1 + exp(-PCC) + FFT amplitude L1 + 0.5 * phase L1.
+
+  As its reference code (``get_time_loss``, ``get_pcc``, ``get_frequency_domain_loss`` and the
+  sum in ``BrainTokenizer.forward``): PCC is averaged over (window, channel) before the exp;
+  the spectra use a periodic Hamming window and an orthonormal rfft; the phase error is the
+  plain |angle difference| (not wrapped), as there. Windows are complete (no time padding);
+  padded channels (``channel_mask`` 0) are excluded from every term.
+
+  Args:
+    target: (B, T, C), the normalised signal.
+    prediction: the reconstruction, same shape.
+    channel_mask: (B, C), 1 = real channel; None = all real.
+
+  Returns:
+    float32 scalars ``{'total', 'l1', 'pcc', 'amplitude', 'phase'}``; ``total`` is the loss.
+  """
+  if tuple(target.shape) != tuple(prediction.shape) or target.ndim != 3:
+    raise ValueError(f"target and prediction must both be (B, T, C), got "
+                     f"{tuple(target.shape)} and {tuple(prediction.shape)}")
+  if channel_mask is None:
+    channel_mask = jnp.ones((target.shape[0], target.shape[2]), F32)
+  if tuple(channel_mask.shape) != (target.shape[0], target.shape[2]):
+    raise ValueError(f"channel_mask must have shape (B, C) = "
+                     f"{(target.shape[0], target.shape[2])}, got {tuple(channel_mask.shape)}")
+  real = channel_mask[:, None, :] > 0
+  target = jnp.where(real, target.astype(F32), 0.0)
+  prediction = jnp.where(real, prediction.astype(F32), 0.0)
+  l1 = _per_channel_mean(jnp.mean(jnp.abs(prediction - target), axis=1), channel_mask)
+  pcc = _per_channel_mean(pearson_per_channel(target, prediction), channel_mask)
+  spectrum_t, spectrum_p = hamming_spectrum(target), hamming_spectrum(prediction)
+  amplitude = _per_channel_mean(
+      jnp.mean(jnp.abs(jnp.abs(spectrum_p) - jnp.abs(spectrum_t)), axis=1), channel_mask)
+  phase = _per_channel_mean(
+      jnp.mean(jnp.abs(_safe_angle(spectrum_p) - _safe_angle(spectrum_t)), axis=1),
+      channel_mask)
+  total = l1 + jnp.exp(-pcc) + amplitude + 0.5 * phase
+  return {"total": total, "l1": l1, "pcc": pcc, "amplitude": amplitude, "phase": phase}

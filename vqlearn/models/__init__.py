@@ -18,11 +18,14 @@ from vqlearn.models.autoencoder import (Autoencoder, AutoencoderOutput, Tokenize
                                         make_autoencoder)
 from vqlearn.models.timeseries import (RevinStats, TotemDecoder, TotemEncoder,
                                        revin_denormalize, revin_normalize, totem)
+from vqlearn.models.eeg import SensorAutoencoder, brain_tokenizer
 from vqlearn.models.graph import GraphModel, KgModel, bag_of_codes, kg_codes, vqgraph
 from vqlearn.quantizers.base import Quantizer
 
 MODELS: dict[str, Callable[..., Autoencoder]] = {
     "totem": totem,
+    "brain_tokenizer": brain_tokenizer,
+    "eeg_totem": totem,  # TOTEM, channel-independent, on EEG windows (the EEG task runs it)
     "vqgraph": vqgraph,
     "kg_codes": kg_codes,
 }
@@ -30,6 +33,8 @@ MODELS: dict[str, Callable[..., Autoencoder]] = {
 # Model name -> its modality, which picks the trainer's Task (vqlearn.train.tasks.TASKS).
 MODALITY: dict[str, str] = {
     "totem": "timeseries",
+    "brain_tokenizer": "eeg",
+    "eeg_totem": "eeg",
     "vqgraph": "graph",
     "kg_codes": "kg",
 }
@@ -68,5 +73,6 @@ __all__ = [
     "Autoencoder", "AutoencoderOutput", "Tokenizer", "make_autoencoder", "MODALITY", "MODELS",
     "get", "names", "totem", "TotemEncoder", "TotemDecoder", "RevinStats", "revin_normalize",
     "revin_denormalize",
+    "brain_tokenizer", "SensorAutoencoder",
     "vqgraph", "kg_codes", "bag_of_codes", "GraphModel", "KgModel",
 ]

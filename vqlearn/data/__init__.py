@@ -1,4 +1,9 @@
-"""Time-series data: TFDS builders over bundled UCR/UEA sets and the user's files, grain input.
+"""Data: TFDS builders over bundled real sets and the user's files, grain input.
+
+This package's top level is the time-series data; each other modality has its module, with the
+same shape (builders, ``load_split``-style loaders, a ``train_iterator`` built on
+``pipeline.batch_iterator``): ``speech`` (and ``tts``), ``eeg``, ``graphs`` (batching, message
+passing) with ``graph_files`` and ``graph_pipeline``.
 
     train = vqlearn.data.load_split(config.data, "train", pad_multiple=4)   # SeriesSet
     it = vqlearn.data.train_iterator(config.data, global_batch_size=64, seed=0, pad_multiple=4)

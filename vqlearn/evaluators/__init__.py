@@ -12,7 +12,7 @@ All run on whole evaluation sets on the host and return Python floats (or numpy 
 ready for a metric writer.
 """
 
-from vqlearn.evaluators import codebook, eeg, graph, probe, reconstruction
+from vqlearn.evaluators import codebook, eeg, graph, probe, reconstruction, speech
 from vqlearn.evaluators.codebook import code_counts_per_symbol, codebook_health, token_statistics
 from vqlearn.evaluators.probe import (classify_codes, code_histograms, code_sequences,
                                       euclidean_distances, knn_accuracy, knn_predict,
@@ -21,7 +21,7 @@ from vqlearn.evaluators.probe import (classify_codes, code_histograms, code_sequ
 from vqlearn.evaluators.reconstruction import reconstruction_errors
 
 __all__ = [
-    "codebook", "eeg", "graph", "probe", "reconstruction",
+    "codebook", "eeg", "graph", "probe", "reconstruction", "speech",
     "code_counts_per_symbol", "codebook_health", "token_statistics",
     "classify_codes", "code_histograms", "code_sequences", "euclidean_distances",
     "knn_accuracy", "knn_predict", "levenshtein_distances", "linear_probe_accuracy",

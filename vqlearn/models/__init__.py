@@ -18,6 +18,7 @@ from vqlearn.models.autoencoder import (Autoencoder, AutoencoderOutput, Tokenize
                                         make_autoencoder)
 from vqlearn.models.timeseries import (RevinStats, TotemDecoder, TotemEncoder,
                                        revin_denormalize, revin_normalize, totem)
+from vqlearn.models.speech import WaveformAutoencoder, speech_frames, speech_waveform
 from vqlearn.models.eeg import SensorAutoencoder, brain_tokenizer
 from vqlearn.models.graph import GraphModel, KgModel, bag_of_codes, kg_codes, vqgraph
 from vqlearn.quantizers.base import Quantizer
@@ -26,6 +27,8 @@ MODELS: dict[str, Callable[..., Autoencoder]] = {
     "totem": totem,
     "brain_tokenizer": brain_tokenizer,
     "eeg_totem": totem,  # TOTEM, channel-independent, on EEG windows (the EEG task runs it)
+    "speech_waveform": speech_waveform,
+    "speech_frames": speech_frames,
     "vqgraph": vqgraph,
     "kg_codes": kg_codes,
 }
@@ -35,6 +38,8 @@ MODALITY: dict[str, str] = {
     "totem": "timeseries",
     "brain_tokenizer": "eeg",
     "eeg_totem": "eeg",
+    "speech_waveform": "speech",
+    "speech_frames": "speech",
     "vqgraph": "graph",
     "kg_codes": "kg",
 }
@@ -74,5 +79,6 @@ __all__ = [
     "get", "names", "totem", "TotemEncoder", "TotemDecoder", "RevinStats", "revin_normalize",
     "revin_denormalize",
     "brain_tokenizer", "SensorAutoencoder",
+    "speech_waveform", "speech_frames", "WaveformAutoencoder",
     "vqgraph", "kg_codes", "bag_of_codes", "GraphModel", "KgModel",
 ]

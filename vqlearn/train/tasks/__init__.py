@@ -25,6 +25,7 @@ from vqlearn import models
 # optional dependencies are only needed when it runs).
 TASKS: dict[str, str] = {
     "timeseries": "vqlearn.train.tasks.timeseries",
+    "speech": "vqlearn.train.tasks.speech",
     "eeg": "vqlearn.train.tasks.eeg",
     "graph": "vqlearn.train.tasks.graph",
     "kg": "vqlearn.train.tasks.kg",

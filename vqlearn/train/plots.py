@@ -253,3 +253,16 @@ def plot_curves(path: str | os.PathLike, records: Iterable[Mapping[str, Any]],
   if title:
     figure.suptitle(title)
   return _save(figure, path)
+
+
+def plot_run(workdir: str | os.PathLike, *, curves: Sequence[str], code_counts: Any,
+             inputs: Any = None, reconstructions: Any = None, mask: Any = None) -> None:
+  """A finished run's PNGs in ``workdir``: ``curves.png`` (the ``curves`` keys from its
+  metrics.jsonl), ``code_usage.png`` and, when inputs are given, ``reconstructions.png``."""
+  from vqlearn.train import writers  # plots stays importable on its own
+  if inputs is not None:
+    plot_reconstructions(os.path.join(workdir, "reconstructions.png"), inputs, reconstructions,
+                         mask)
+  plot_code_usage(os.path.join(workdir, "code_usage.png"), code_counts)
+  records = writers.read_metrics(os.path.join(workdir, "metrics.jsonl"))
+  plot_curves(os.path.join(workdir, "curves.png"), records, curves)

@@ -20,7 +20,6 @@ only those channels; the test windows keep every channel, and the metrics are re
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import jax
@@ -32,7 +31,7 @@ from vqlearn import evaluators, losses
 from vqlearn.data import eeg as eeg_data
 from vqlearn.models.eeg import SensorAutoencoder
 from vqlearn.models.timeseries import revin_normalize
-from vqlearn.train import plots, writers
+from vqlearn.train import plots
 from vqlearn.train.tasks import Evaluation, Task
 
 F32 = jnp.float32
@@ -197,13 +196,10 @@ class Evaluator:
 
 def _plot(workdir: str, *, inputs, reconstructions, counts) -> None:
   """Held-out windows against their reconstructions, code usage and the training curves."""
-  plots.plot_reconstructions(os.path.join(workdir, "reconstructions.png"), inputs,
-                             reconstructions, np.ones(inputs.shape[:2], np.float32))
-  plots.plot_code_usage(os.path.join(workdir, "code_usage.png"), counts)
-  records = writers.read_metrics(os.path.join(workdir, "metrics.jsonl"))
-  plots.plot_curves(os.path.join(workdir, "curves.png"), records,
-                    ["train/loss", "train/reconstruction", "train/perplexity",
-                     "eval/perplexity", "eval/pcc", "eval/seen/pcc"])
+  plots.plot_run(workdir, curves=["train/loss", "train/reconstruction", "train/perplexity",
+                                  "eval/perplexity", "eval/pcc", "eval/seen/pcc"],
+                 code_counts=counts, inputs=inputs, reconstructions=reconstructions,
+                 mask=np.ones(inputs.shape[:2], np.float32))
 
 
 TASK = Task(train_iterator=train_iterator, init=init, loss=loss, evaluator=Evaluator)

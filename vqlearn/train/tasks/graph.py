@@ -9,7 +9,6 @@ the whole graph (transductive, as VQGraph does) and scores the nodes its node sp
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import jax
@@ -20,7 +19,7 @@ from vqlearn import evaluators
 from vqlearn.data import graph_pipeline, graphs as graph_lib
 from vqlearn.evaluators import graph as graph_eval
 from vqlearn.models import graph as graph_models
-from vqlearn.train import plots, writers
+from vqlearn.train import plots
 from vqlearn.train.tasks import Evaluation, Task
 
 
@@ -149,11 +148,9 @@ class Evaluator:
 
 
 def _plot(workdir: str, counts: np.ndarray) -> None:
-  plots.plot_code_usage(os.path.join(workdir, "code_usage.png"), counts)
-  records = writers.read_metrics(os.path.join(workdir, "metrics.jsonl"))
-  plots.plot_curves(os.path.join(workdir, "curves.png"), records,
-                    ["train/loss", "train/reconstruction/features", "train/reconstruction/links",
-                     "train/perplexity", "eval/perplexity"])
+  plots.plot_run(workdir, code_counts=counts,
+                 curves=["train/loss", "train/reconstruction/features",
+                         "train/reconstruction/links", "train/perplexity", "eval/perplexity"])
 
 
 TASK = Task(train_iterator=train_iterator, init=init, loss=loss, evaluator=Evaluator)

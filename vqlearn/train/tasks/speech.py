@@ -11,7 +11,6 @@ CMVN-normalised per utterance, and is computed once per dataset per process.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import jax
@@ -22,7 +21,7 @@ from vqlearn import evaluators, losses
 from vqlearn.data import speech as speech_data
 from vqlearn.evaluators import speech as speech_eval
 from vqlearn.models.speech import WaveformAutoencoder
-from vqlearn.train import plots, writers
+from vqlearn.train import plots
 from vqlearn.train.tasks import Evaluation, Task
 
 _DTW_CACHE: dict[tuple, float] = {}  # (prepared dataset, split) -> DTW 1-NN accuracy
@@ -168,14 +167,9 @@ class Evaluator:
                       plot=lambda workdir: _plot(workdir, **shown))
 
 
-def _plot(workdir: str, *, inputs, reconstructions, mask, code_counts) -> None:
-  plots.plot_reconstructions(os.path.join(workdir, "reconstructions.png"), inputs,
-                             reconstructions, mask)
-  plots.plot_code_usage(os.path.join(workdir, "code_usage.png"), code_counts)
-  records = writers.read_metrics(os.path.join(workdir, "metrics.jsonl"))
-  plots.plot_curves(os.path.join(workdir, "curves.png"), records,
-                    ["train/loss", "train/reconstruction", "train/perplexity",
-                     "eval/perplexity", "eval/snr_db", "eval/mse"])
+def _plot(workdir: str, **shown) -> None:
+  plots.plot_run(workdir, curves=["train/loss", "train/reconstruction", "train/perplexity",
+                                  "eval/perplexity", "eval/snr_db", "eval/mse"], **shown)
 
 
 TASK = Task(train_iterator=train_iterator, init=init, loss=loss, evaluator=Evaluator)

@@ -10,7 +10,6 @@ collectives).
 from __future__ import annotations
 
 import copy
-import os
 from typing import Any, NamedTuple
 
 import jax
@@ -18,7 +17,7 @@ import ml_collections
 import numpy as np
 
 from vqlearn import data, evaluators, losses
-from vqlearn.train import plots, writers
+from vqlearn.train import plots
 from vqlearn.train.tasks import Evaluation, Task
 
 
@@ -150,15 +149,9 @@ class Evaluator:
     return Evaluation(metrics=metrics, plot=lambda workdir: _plot(workdir, **shown))
 
 
-def _plot(workdir: str, *, inputs, reconstructions, mask, code_counts) -> None:
-  """Reconstructions vs inputs, code usage and the training curves, as PNGs in workdir."""
-  plots.plot_reconstructions(os.path.join(workdir, "reconstructions.png"), inputs,
-                             reconstructions, mask)
-  plots.plot_code_usage(os.path.join(workdir, "code_usage.png"), code_counts)
-  records = writers.read_metrics(os.path.join(workdir, "metrics.jsonl"))
-  plots.plot_curves(os.path.join(workdir, "curves.png"), records,
-                    ["train/loss", "train/reconstruction", "train/perplexity",
-                     "eval/perplexity", "eval/mse"])
+def _plot(workdir: str, **shown) -> None:
+  plots.plot_run(workdir, curves=["train/loss", "train/reconstruction", "train/perplexity",
+                                  "eval/perplexity", "eval/mse"], **shown)
 
 
 TASK = Task(train_iterator=train_iterator, init=init, loss=loss, evaluator=Evaluator)

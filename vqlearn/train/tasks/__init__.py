@@ -15,9 +15,10 @@ how to evaluate a trained model. The modality of a run is ``models.MODALITY[conf
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple
 
 import ml_collections
+import numpy as np
 
 from vqlearn import models
 
@@ -81,4 +82,28 @@ def get(config: ml_collections.ConfigDict) -> Task:
   return importlib.import_module(TASKS[modality(config)]).TASK
 
 
-__all__ = ["Evaluation", "TASKS", "Task", "get", "modality"]
+def padded_chunks(arrays: dict[str, np.ndarray], size: int
+                  ) -> Iterator[tuple[dict[str, np.ndarray], int]]:
+  """``(chunk, real)``: ``size`` rows at a time of every array, the last chunk zero-padded.
+
+  Evaluators run their jitted apply on these so it compiles once for a whole split; zero rows
+  have zero masks, i.e. they are padding, and ``real`` says how many rows to keep.
+  """
+  n = len(next(iter(arrays.values())))
+  for start in range(0, n, size):
+    chunk = {k: v[start:start + size] for k, v in arrays.items()}
+    real = min(size, n - start)
+    if real < size:
+      chunk = {k: np.concatenate([v, np.zeros((size - real,) + v.shape[1:], v.dtype)])
+               for k, v in chunk.items()}
+    yield chunk, real
+
+
+def check_finite(values: np.ndarray, where: str) -> None:
+  """Raises FloatingPointError when an evaluation's reconstructions are not finite."""
+  if not np.isfinite(values).all():
+    raise FloatingPointError(f"evaluation on {where}: the model's reconstructions are not "
+                             "finite; training has diverged")
+
+
+__all__ = ["Evaluation", "TASKS", "Task", "check_finite", "get", "modality", "padded_chunks"]

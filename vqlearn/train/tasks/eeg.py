@@ -32,7 +32,7 @@ from vqlearn.data import eeg as eeg_data
 from vqlearn.models.eeg import SensorAutoencoder
 from vqlearn.models.timeseries import revin_normalize
 from vqlearn.train import plots
-from vqlearn.train.tasks import Evaluation, Task
+from vqlearn.train.tasks import Evaluation, Task, check_finite
 
 F32 = jnp.float32
 
@@ -153,9 +153,7 @@ class Evaluator:
       outs = self._run_jit(params, model_state, batch, input_mask[padded])
       pieces.append([np.asarray(o)[:len(index)] for o in outs])
     target, reconstruction, codes, latent_mask = (np.concatenate(p) for p in zip(*pieces))
-    if not np.isfinite(reconstruction).all():
-      raise FloatingPointError("EEG evaluation: the model's reconstructions are not finite; "
-                               "training has diverged")
+    check_finite(reconstruction, "the EEG test windows")
     return target, reconstruction, codes, latent_mask
 
   def _scores(self, target, reconstruction, channel_mask) -> dict[str, float]:

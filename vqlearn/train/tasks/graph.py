@@ -20,7 +20,7 @@ from vqlearn.data import graph_pipeline, graphs as graph_lib
 from vqlearn.evaluators import graph as graph_eval
 from vqlearn.models import graph as graph_models
 from vqlearn.train import plots
-from vqlearn.train.tasks import Evaluation, Task
+from vqlearn.train.tasks import Evaluation, Task, check_finite, padded_chunks
 
 
 def train_iterator(config: ml_collections.ConfigDict, model, **kwargs: Any):
@@ -44,14 +44,8 @@ def loss(model, params, model_state, batch, rng):
 def _run(apply, params, model_state, batch: dict[str, np.ndarray], size: int
          ) -> dict[str, np.ndarray]:
   """Eval-mode outputs over padded graphs, ``size`` graphs per call (one compilation)."""
-  n = len(batch["label"])
   pieces = []
-  for start in range(0, n, size):
-    chunk = {k: v[start:start + size] for k, v in batch.items()}
-    real = len(chunk["label"])
-    if real < size:  # pad with empty graphs (every mask 0) instead of recompiling
-      chunk = {k: np.concatenate([v, np.zeros((size - real,) + v.shape[1:], v.dtype)])
-               for k, v in chunk.items()}
+  for chunk, real in padded_chunks(batch, size):  # padding: empty graphs, every mask 0
     out = apply(params, model_state, chunk)
     pieces.append({
         "codes": out.quantizer.codes, "quantized": out.quantizer.quantized,
@@ -108,9 +102,7 @@ class Evaluator:
     size = self._config.batch_size
     test = _run(self._apply, params, model_state, self._test, size)
     real = self._test["node_mask"] > 0
-    if not np.isfinite(test["reconstruction"][real]).all():
-      raise FloatingPointError(f"evaluation on {self._splits.name}: the model's "
-                               "reconstructions are not finite; training has diverged")
+    check_finite(test["reconstruction"][real], self._splits.name)
     edges = self._test["edge_mask"] > 0
     diff = (test["reconstruction"] - test["target"])[real]
     # Each real edge against its sampled non-edge; a tie (both pairs got the same codes, so

@@ -22,7 +22,7 @@ from vqlearn.data import speech as speech_data
 from vqlearn.evaluators import speech as speech_eval
 from vqlearn.models.speech import WaveformAutoencoder
 from vqlearn.train import plots
-from vqlearn.train.tasks import Evaluation, Task
+from vqlearn.train.tasks import Evaluation, Task, check_finite, padded_chunks
 
 _DTW_CACHE: dict[tuple, float] = {}  # (prepared dataset, split) -> DTW 1-NN accuracy
 
@@ -106,15 +106,10 @@ class Evaluator:
            ) -> dict[str, Any]:
     """Eval-mode outputs over a split in fixed-size chunks (one compilation). Soft units are
     reduced per chunk to their per-clip means and their per-group sums."""
-    size = self._config.batch_size
     pieces = []
-    for start in range(0, len(clips.series), size):
-      series, mask = clips.series[start:start + size], clips.mask[start:start + size]
-      real = len(series)
-      if real < size:
-        series = np.concatenate([series, np.zeros((size - real,) + series.shape[1:], np.float32)])
-        mask = np.concatenate([mask, np.zeros((size - real,) + mask.shape[1:], np.float32)])
-      out, reconstruction = self._apply(params, model_state, series, mask)
+    arrays = {"series": clips.series, "mask": clips.mask}
+    for chunk, real in padded_chunks(arrays, self._config.batch_size):
+      out, reconstruction = self._apply(params, model_state, chunk["series"], chunk["mask"])
       latent_mask = np.asarray(out.latent_mask)[:real]
       piece = {"codes": np.asarray(out.quantizer.codes)[:real], "latent_mask": latent_mask,
                "quantized": np.asarray(out.quantizer.quantized)[:real]}
@@ -131,10 +126,7 @@ class Evaluator:
 
   def __call__(self, params, model_state) -> Evaluation:
     test = self._run(params, model_state, self._test, keep_signals=True)
-    real = self._test.mask > 0
-    if not np.isfinite(test["reconstruction"][real]).all():
-      raise FloatingPointError(f"evaluation on {self._test.name}: the model's reconstructions "
-                               "are not finite; training has diverged")
+    check_finite(test["reconstruction"][self._test.mask > 0], self._test.name)
     scores = dict(evaluators.reconstruction_errors(test["target"], test["normalised"],
                                                    self._test.mask))
     if self._waveform:

@@ -18,7 +18,7 @@ import numpy as np
 
 from vqlearn import data, evaluators, losses
 from vqlearn.train import plots
-from vqlearn.train.tasks import Evaluation, Task
+from vqlearn.train.tasks import Evaluation, Task, check_finite, padded_chunks
 
 
 def train_iterator(config: ml_collections.ConfigDict, model, **kwargs: Any):
@@ -94,18 +94,10 @@ class Evaluator:
 
   def _run(self, params, model_state, series_set: data.SeriesSet) -> dict[str, np.ndarray]:
     """Eval-mode outputs over a whole set, in fixed-size chunks (one compilation)."""
-    size = self._config.batch_size
-    n = len(series_set.series)
     pieces = []
-    for start in range(0, n, size):
-      series = series_set.series[start:start + size]
-      mask = series_set.mask[start:start + size]
-      real = len(series)
-      if real < size:  # pad the last chunk with masked rows instead of recompiling
-        series = np.concatenate([series, np.zeros((size - real,) + series.shape[1:],
-                                                  series.dtype)])
-        mask = np.concatenate([mask, np.zeros((size - real,) + mask.shape[1:], mask.dtype)])
-      out = self._apply(params, model_state, series, mask)
+    arrays = {"series": series_set.series, "mask": series_set.mask}
+    for chunk, real in padded_chunks(arrays, self._config.batch_size):
+      out = self._apply(params, model_state, chunk["series"], chunk["mask"])
       pieces.append({
           "target": np.asarray(out.target)[:real],
           "reconstruction": np.asarray(out.reconstruction)[:real],
@@ -121,10 +113,7 @@ class Evaluator:
     for eval_set in self._sets:
       prefix = f"{eval_set.name}/" if len(self._sets) > 1 else ""
       out = self._run(params, model_state, eval_set.windows)
-      real = eval_set.windows.mask > 0
-      if not np.isfinite(out["reconstruction"][real]).all():
-        raise FloatingPointError(f"evaluation on {eval_set.name}: the model's reconstructions "
-                                 "are not finite; training has diverged")
+      check_finite(out["reconstruction"][eval_set.windows.mask > 0], eval_set.name)
       scores = dict(evaluators.reconstruction_errors(out["target"], out["reconstruction"],
                                                      eval_set.windows.mask))
       scores.update(evaluators.codebook_health(out["codes"], out["latent_mask"],

@@ -17,7 +17,7 @@ def _reference(x, e):
 @pytest.mark.parametrize("n,g,k,d", [(1, 1, 2, 3), (37, 1, 31, 5), (300, 2, 100, 4),
                                      (1000, 1, 2048, 8), (70, 3, 33, 2)])
 def test_nearest_equals_reference(n, g, k, d, monkeypatch):
-  monkeypatch.setattr(cb, "TILE_ELEMENTS", 4096)  # force several row tiles and padding
+  monkeypatch.setattr(cb, "TILE_ELEMENTS", 8192)  # force several row tiles and padding
   monkeypatch.setattr(cb, "MIN_TILE_ROWS", 8)
   kx, ke = jax.random.split(jax.random.PRNGKey(n + k))
   x = jax.random.normal(kx, (n, g, d))
@@ -29,13 +29,26 @@ def test_nearest_equals_reference(n, g, k, d, monkeypatch):
 
 
 def test_ties_resolve_to_the_first_index_across_blocks():
-  e = jnp.zeros((1, 100, 2)).at[0, :, 0].set(5.0)
-  e = e.at[0, 40].set(jnp.array([1.0, 0.0])).at[0, 70].set(jnp.array([1.0, 0.0]))
-  e = e.at[0, 3].set(jnp.array([1.0, 0.0]))  # three equal nearest entries, in three blocks
+  b = cb.ARGMIN_BLOCK
+  e = jnp.zeros((1, 3 * b + 5, 2)).at[0, :, 0].set(5.0)
+  for i in (3 + 2 * b, 3 + b, 3):  # three equal nearest entries, in three blocks
+    e = e.at[0, i].set(jnp.array([1.0, 0.0]))
   x = jnp.array([[[1.0, 0.0]], [[0.9, 0.0]]])
   idx, dist = cb.nearest(x, e)
   np.testing.assert_array_equal(idx[:, 0], [3, 3])
   np.testing.assert_allclose(dist[:, 0], [0.0, 0.01], atol=1e-6)
+
+
+def test_padding_codes_are_never_chosen():
+  # K = 5 is padded to a whole block; even far-away rows and non-finite rows get real codes.
+  e = jax.random.normal(jax.random.PRNGKey(0), (1, 5, 3))
+  x = jnp.array([[[1e18, -1e18, 1e18]], [[jnp.nan, 0.0, 0.0]], [[0.1, 0.2, 0.3]]])
+  idx, _ = cb.nearest(x, e)
+  assert ((idx >= 0) & (idx < 5)).all()
+  x64, e64 = np.asarray(x, np.float64)[[0, 2], 0], np.asarray(e, np.float64)[0]
+  # ||x||^2 is dropped: at 1e36 it would swamp the differences even in float64.
+  exact = ((e64 ** 2).sum(-1)[None] - 2.0 * x64 @ e64.T).argmin(1)
+  np.testing.assert_array_equal(idx[jnp.array([0, 2]), 0], exact)
 
 
 def test_bfloat16_inputs_assign_in_float32():

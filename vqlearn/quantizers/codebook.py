@@ -32,39 +32,40 @@ def squared_distances(x: Array, codebook: Array) -> Array:
   return x_sq - 2.0 * cross + e_sq
 
 
-ARGMIN_BLOCK = 32  # codes per block of the two-level argmin (PERF_NOTES.md).
-# Distances held at once per group, rows x K. On the CPU 2**20 (4 MiB) keeps a tile in cache;
-# a GPU wants few, large matmuls instead (the CPU tile ran K=8192 at 37% of the H200's
-# matmul+min rate, in 128 sequential tiles), and 2**26 (256 MiB) still bounds the memory.
-TILE_ELEMENTS = 1 << 20
+ARGMIN_BLOCK = 64  # codes per block of the two-level argmin (PERF_NOTES.md).
+# Distances held at once per group, K x rows. On the CPU 2**22 (16 MiB) was the fastest tile
+# from K=1024 to K=65536 (2**20 and 2**21 were within noise, 2**18 slower); a GPU wants few,
+# large matmuls instead (a 4 MiB tile ran K=8192 at 37% of the H200's matmul+min rate, in 128
+# sequential tiles), and 2**26 (256 MiB) still bounds the memory.
+TILE_ELEMENTS = 1 << 22
 ACCELERATOR_TILE_ELEMENTS = 1 << 26
 MIN_TILE_ROWS = 64  # ... but at least 64 rows, or huge codebooks starve the matmul (1.6x at K=65536).
 
 
 def _first_index_of(values: Array, target: Array) -> Array:
-  """Index of the first entry <= target along the last axis, by an integer min-reduction."""
-  size = values.shape[-1]
-  positions = jnp.arange(size, dtype=jnp.int32).reshape((1,) * (values.ndim - 1) + (size,))
-  return jnp.min(jnp.where(values <= target[..., None], positions, size), axis=-1)
+  """Index of the first entry <= target along axis 0, by an integer min-reduction."""
+  size = values.shape[0]
+  positions = jnp.arange(size, dtype=jnp.int32).reshape((size,) + (1,) * (values.ndim - 1))
+  return jnp.min(jnp.where(values <= target[None], positions, size), axis=0)
 
 
-def _nearest_tile(x: Array, codebook: Array, e_sq: Array) -> tuple[Array, Array]:
-  """Exact first-occurrence argmin of ||e||^2 - 2 x.e over (rows, K) for one tile of rows.
+def _nearest_tile(x_h: Array, codebook_h: Array) -> tuple[Array, Array]:
+  """Exact first-occurrence argmin over K of ||e||^2 - 2 x.e for one tile of rows.
 
-  XLA's argmin on the CPU is several times slower than a min, so the index is found in two
-  levels: the min over blocks of ARGMIN_BLOCK codes, the first block holding the overall min,
-  then the first code inside that block; both by an integer min-reduction, never an argmin.
+  x_h (rows, d + 1) is [x, 1] and codebook_h (K, d + 1) is [-2 e, ||e||^2], so one matmul
+  yields the distances with nothing left to add: on the CPU the separate elementwise pass
+  cost as much as the matmul. They come out transposed, (K, rows), so that every reduction
+  runs over the major axis, elementwise across rows, which vectorises. XLA's argmin on the
+  CPU is several times slower than a min, so the index is found in two levels: the min
+  over blocks of ARGMIN_BLOCK codes, the first block holding the overall min, then the
+  first code inside that block; both by an integer min-reduction, never an argmin.
   """
-  dist = e_sq[None, :] - 2.0 * jnp.dot(x, codebook.T, precision=jax.lax.Precision.HIGHEST)
-  rows, k = dist.shape
-  pad = (-k) % ARGMIN_BLOCK
-  if pad:
-    dist = jnp.pad(dist, ((0, 0), (0, pad)), constant_values=jnp.inf)
-  blocks = dist.reshape(rows, -1, ARGMIN_BLOCK)
-  block_min = jnp.min(blocks, axis=-1)
-  best = jnp.min(block_min, axis=-1)
+  dist = jnp.dot(codebook_h, x_h.T, precision=jax.lax.Precision.HIGHEST)
+  blocks = dist.reshape(-1, ARGMIN_BLOCK, dist.shape[1])
+  block_min = jnp.min(blocks, axis=1)
+  best = jnp.min(block_min, axis=0)
   block = _first_index_of(block_min, best)
-  inside = jnp.take_along_axis(blocks, block[:, None, None], axis=1)[:, 0]
+  inside = jnp.take_along_axis(blocks, block[None, None, :], axis=0)[0]
   return block * ARGMIN_BLOCK + _first_index_of(inside, best), best
 
 
@@ -72,17 +73,24 @@ def _nearest_one_group(x: Array, codebook: Array) -> tuple[Array, Array]:
   """x (N, d), codebook (K, d): rows are processed in tiles so memory is O(tile + K d)."""
   n, k = x.shape[0], codebook.shape[0]
   e_sq = jnp.sum(jnp.square(codebook), axis=-1)
+  codebook_h = jnp.concatenate([-2.0 * codebook, e_sq[:, None]], axis=1)
+  # Padding codes sit at the largest finite distance, so they are never chosen over a real one
+  # (inf would turn into NaN in the split-precision matmuls of accelerators).
+  pad = (-k) % ARGMIN_BLOCK
+  codebook_h = jnp.pad(codebook_h, ((0, pad), (0, 0)))
+  codebook_h = codebook_h.at[k:, -1].set(jnp.finfo(F32).max)
+  x_h = jnp.concatenate([x, jnp.ones((n, 1), F32)], axis=1)
   # Tiling changes only speed and memory, never a result: each row's argmin is its own.
   budget = TILE_ELEMENTS if jax.default_backend() == "cpu" else ACCELERATOR_TILE_ELEMENTS
-  tile = min(n, max(MIN_TILE_ROWS, budget // k))
+  tile = min(n, max(MIN_TILE_ROWS, budget // (k + pad)))
   if tile >= n:
-    idx, best = _nearest_tile(x, codebook, e_sq)
+    idx, best = _nearest_tile(x_h, codebook_h)
   else:
-    pad = (-n) % tile
-    tiles = jnp.pad(x, ((0, pad), (0, 0))).reshape(-1, tile, x.shape[-1])
-    idx, best = jax.lax.map(lambda t: _nearest_tile(t, codebook, e_sq), tiles)
+    tiles = jnp.pad(x_h, ((0, (-n) % tile), (0, 0))).reshape(-1, tile, x_h.shape[-1])
+    idx, best = jax.lax.map(lambda t: _nearest_tile(t, codebook_h), tiles)
     idx, best = idx.reshape(-1)[:n], best.reshape(-1)[:n]
-  return idx, best + jnp.sum(jnp.square(x), axis=-1)
+  # Only a non-finite row can reach past the real codes; it gets the last one, not a bad index.
+  return jnp.minimum(idx, k - 1), best + jnp.sum(jnp.square(x), axis=-1)
 
 
 def nearest(x: Array, codebook: Array) -> tuple[Array, Array]:

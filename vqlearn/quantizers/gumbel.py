@@ -11,7 +11,6 @@ from vqlearn.quantizers import base, codebook as cb, metrics
 from vqlearn.quantizers.base import F32, CodeSpec, Quantizer, QuantizerOutput
 from vqlearn.types import Array
 
-sg = jax.lax.stop_gradient
 HIGHEST = jax.lax.Precision.HIGHEST
 KL_EPS = 1e-10  # taming-transformers GumbelQuantize's constant inside the log.
 
@@ -52,6 +51,38 @@ def _dense(params: dict, name: str, h: Array) -> Array:
   w = params[f"{name}_w"].astype(F32)
   # HIGHEST: the logits decide the assignment, which must not depend on the backend's matmul.
   return jnp.matmul(h, w, precision=HIGHEST) + params[f"{name}_b"].astype(F32)[None, :]
+
+
+@jax.custom_vjp
+def straight_through_mix(soft: Array, codes: Array, books: Array) -> Array:
+  """(one_hot(codes) + soft - sg(soft)) @ books per group, for soft (N, G, V), books (G, V, k).
+
+  The value is each group's codeword, gathered exactly; the gradients are the mix's: soft gets
+  g @ books^T (the straight-through path) and books get the one-hot's share, a segment sum of
+  g. Writing the mix as an einsum instead cost two (N, G, V) transposes and a pass over the
+  zero-valued soft - sg(soft), a third of a training step on the CPU (307 -> 210 ms).
+  """
+  return _gather_groups(books, codes)
+
+
+def _gather_groups(books: Array, codes: Array) -> Array:
+  return books[jnp.arange(books.shape[0])[None, :], codes]
+
+
+def _mix_forward(soft, codes, books):
+  return _gather_groups(books, codes), (codes, books)
+
+
+def _mix_backward(residuals, g):
+  codes, books = residuals
+  groups, v, k = books.shape
+  d_soft = jnp.einsum("ngk,gvk->ngv", g, books, precision=HIGHEST)
+  flat = (codes + v * jnp.arange(groups)[None, :]).reshape(-1)
+  d_books = jax.ops.segment_sum(g.reshape(-1, k), flat, num_segments=groups * v)
+  return d_soft, None, d_books.reshape(groups, v, k)
+
+
+straight_through_mix.defvjp(_mix_forward, _mix_backward)
 
 
 def gumbel(codebook_size: int = 320, *, num_groups: int = 2, shared_codebook: bool = False,
@@ -149,15 +180,15 @@ def gumbel(codebook_size: int = 320, *, num_groups: int = 2, shared_codebook: bo
       perturbed = logits + noise
       soft = jax.nn.softmax(perturbed / tau, axis=-1)
       codes = jnp.argmax(perturbed, axis=-1).astype(jnp.int32)
-      one_hot = jax.nn.one_hot(codes, v, dtype=F32)
-      # Parenthesised so the forward value is exactly one-hot (lookup equals quantized).
-      y = one_hot + (soft - sg(soft)) if hard else soft
+      if hard:  # the forward value is exactly the codeword (lookup equals quantized)
+        q = straight_through_mix(soft, codes, codebooks(params))
+      else:
+        # HIGHEST: accelerators' default float32 matmul would round the codebook (TF32/bf16).
+        q = jnp.einsum("ngv,gvk->ngk", soft, codebooks(params), precision=HIGHEST)
     else:
       codes = jnp.argmax(logits, axis=-1).astype(jnp.int32)
-      y = jax.nn.one_hot(codes, v, dtype=F32)
-    # HIGHEST keeps the one-hot product exact on accelerators whose default float32 matmul
-    # rounds the codebook (TF32/bf16 passes).
-    q = jnp.einsum("ngv,gvk->ngk", y, codebooks(params), precision=HIGHEST).reshape(n, d)
+      q = _gather_groups(codebooks(params), codes)
+    q = q.reshape(n, d)
 
     soft_counts = metrics.soft_counts(probs, m, axis_name)
     prob_perplexity = metrics.perplexity(soft_counts)

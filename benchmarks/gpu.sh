@@ -13,8 +13,9 @@ export XLA_PYTHON_CLIENT_PREALLOCATE=false  # JAX and PyTorch share the card
 nvidia-smi -L
 python3 -c "import jax, torch; print('jax', jax.__version__, jax.devices(), 'torch', torch.__version__)"
 # name:seconds, most wanted first; each is cut off at its limit so the rest still run.
-for entry in vq_step:150 gumbel_step:60 precision:50 large_codebook:80 kmeans_fit:80 \
-             device_parity:100; do
+# BENCHES overrides the list, e.g. BENCHES="vq_step:150 gumbel_step:60".
+for entry in ${BENCHES:-vq_step:150 gumbel_step:60 precision:50 large_codebook:80 \
+                        kmeans_fit:80 device_parity:100}; do
   b="${entry%%:*}"
   echo "=== $b"
   PYTHONUNBUFFERED=1 timeout "${entry##*:}" python3 "$b.py" >"$out/$b.txt" 2>&1

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy.special import erf
 
-from vqlearn.quantizers.gumbel import gumbel, gumbel_temperature
+from vqlearn.quantizers.gumbel import gumbel, gumbel_temperature, straight_through_mix
 
 G, V = 2, 3
 D = G * V  # d/G = V, so an identity codebook makes quantized == y (the mixing weights).
@@ -231,6 +231,27 @@ def test_hard_straight_through_forward_one_hot_gradient_soft():
       book_grad[g * V + c[g]] += row[g]
   np.testing.assert_allclose(np.asarray(hard_grad["codebook"]), book_grad, rtol=1e-5,
                              atol=1e-6)
+
+
+def test_straight_through_mix_equals_the_one_hot_einsum_and_its_gradients():
+  # The custom VJP against the formula it replaces, (one_hot + soft - sg(soft)) @ books, with a
+  # random non-square codebook so that a transposed gradient cannot pass.
+  n, groups, v, k = 7, 2, 5, 3
+  keys = jax.random.split(jax.random.key(0), 4)
+  soft = jax.nn.softmax(jax.random.normal(keys[0], (n, groups, v)), -1)
+  codes = jax.random.randint(keys[1], (n, groups), 0, v)
+  books = jax.random.normal(keys[2], (groups, v, k))
+  cot = jax.random.normal(keys[3], (n, groups, k))
+
+  def einsum_mix(soft, books):
+    y = jax.nn.one_hot(codes, v) + (soft - jax.lax.stop_gradient(soft))
+    return jnp.einsum("ngv,gvk->ngk", y, books, precision=jax.lax.Precision.HIGHEST)
+
+  value, vjp = jax.vjp(lambda s, b: straight_through_mix(s, codes, b), soft, books)
+  ref_value, ref_vjp = jax.vjp(einsum_mix, soft, books)
+  np.testing.assert_array_equal(value, ref_value)  # exactly the gathered codewords
+  for got, want in zip(vjp(cot), ref_vjp(cot)):
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------
